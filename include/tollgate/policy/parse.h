@@ -1,0 +1,42 @@
+// Parsing: Kubernetes documents (JSON, YAML multi-document, kind: List) into JSON objects,
+// AuthorizationPolicy objects into the model, and mesh settings. Pure functions; thread-safe.
+// Bad input never throws out of here: it becomes a Finding (policy) or an Error (documents).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tollgate/policy/model.h"
+#include "tollgate/util/result.h"
+
+namespace tollgate::policy {
+
+// One Kubernetes object read from a file, with where it came from.
+struct Document {
+  nlohmann::json object;
+  std::string origin;  // "file.yaml#2" (document index, 1-based)
+};
+
+// Reads JSON or YAML text holding one or many documents; `kind: List` items are flattened.
+// `origin` names the input in errors. Empty documents are skipped.
+util::Result<std::vector<Document>> parse_documents(std::string_view text,
+                                                    const std::string& origin);
+
+// Converts a YAML scalar tree to JSON the way Kubernetes' YAML decoder does.
+util::Result<nlohmann::json> yaml_to_json(std::string_view text, const std::string& origin);
+
+bool is_authorization_policy(const nlohmann::json& object);
+
+// Parses an AuthorizationPolicy object. Never fails: problems are recorded in
+// Policy::findings with field paths, and the model is built to fail closed.
+Policy parse_policy(const nlohmann::json& object);
+
+// Mesh settings from a JSON object (API.md `mesh`); unknown keys are errors.
+util::Result<MeshConfig> parse_mesh(const nlohmann::json& object);
+
+// A workload described directly: {"namespace", "labels", "serviceAccount", "pod"?}.
+util::Result<Workload> parse_workload(const nlohmann::json& object);
+
+}  // namespace tollgate::policy

@@ -1,0 +1,196 @@
+// `tollgate check` and `tollgate lint` over manifest files.
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "tollgate/app/commands.h"
+#include "tollgate/compile/compile.h"
+#include "tollgate/compile/lint.h"
+#include "tollgate/eval/evaluate.h"
+#include "tollgate/source/manifests.h"
+
+namespace tollgate::app {
+namespace {
+
+using nlohmann::json;
+
+util::Result<json> json_arg(const std::string& text, const char* what) {
+  std::string body = text;
+  if (!text.empty() && text[0] == '@') {
+    std::ifstream in(text.substr(1));
+    if (!in) return util::make_error(std::string(what) + ": cannot read " + text.substr(1));
+    std::ostringstream b;
+    b << in.rdbuf();
+    body = b.str();
+  }
+  if (body.empty()) return json();
+  try {
+    return json::parse(body);
+  } catch (const json::exception& e) {
+    return util::make_error(std::string(what) + ": not valid JSON: " + e.what());
+  }
+}
+
+// "ns/pod" names a known workload; "ns/k=v,k2=v2/sa" describes one.
+util::Result<policy::Workload> resolve_workload(const std::string& spec,
+                                                const source::ClusterState& s) {
+  auto slash = spec.find('/');
+  if (slash == std::string::npos || slash == 0) {
+    return util::make_error("--workload: expected NAMESPACE/POD or NAMESPACE/LABELS/SERVICEACCOUNT");
+  }
+  const std::string ns = spec.substr(0, slash);
+  const std::string rest = spec.substr(slash + 1);
+  auto slash2 = rest.find('/');
+  if (slash2 == std::string::npos && rest.find('=') == std::string::npos) {
+    for (const auto& w : s.workloads) {
+      if (w.namespace_ == ns && w.name == rest) return w;
+    }
+    return util::make_error("--workload: no workload " + spec + " in the manifests");
+  }
+  policy::Workload w;
+  w.namespace_ = ns;
+  const std::string labels = rest.substr(0, slash2);
+  if (slash2 != std::string::npos && slash2 + 1 < rest.size()) {
+    w.service_account = rest.substr(slash2 + 1);
+  }
+  std::size_t pos = 0;
+  while (pos < labels.size()) {
+    auto comma = labels.find(',', pos);
+    if (comma == std::string::npos) comma = labels.size();
+    const std::string kv = labels.substr(pos, comma - pos);
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return util::make_error("--workload: label \"" + kv + "\" is not KEY=VALUE");
+    }
+    w.labels[kv.substr(0, eq)] = kv.substr(eq + 1);
+    pos = comma + 1;
+  }
+  return w;
+}
+
+source::ClusterState load(const std::vector<std::string>& files) {
+  source::ClusterState s;
+  source::load_paths(s, files);
+  for (const auto& e : s.errors) std::cerr << "tollgate: " << e << "\n";
+  return s;
+}
+
+std::string format_finding(const policy::Finding& f) {
+  std::string s = std::string(policy::severity_name(f.severity)) + " " + f.code + " " + f.object;
+  if (!f.path.empty()) s += ": " + f.path;
+  return s + ": " + f.message;
+}
+
+json finding_json(const policy::Finding& f) {
+  return {{"code", f.code},
+          {"severity", policy::severity_name(f.severity)},
+          {"object", f.object},
+          {"path", f.path},
+          {"message", f.message}};
+}
+
+}  // namespace
+
+int run_check(const CheckOptions& o) {
+  const source::ClusterState s = load(o.files);
+  if (!s.errors.empty()) return 2;
+  auto workload = resolve_workload(o.workload, s);
+  if (!workload.ok()) {
+    std::cerr << "tollgate: " << workload.error().message << "\n";
+    return 2;
+  }
+  auto mesh_json = json_arg(o.mesh, "--mesh");
+  if (!mesh_json.ok()) {
+    std::cerr << "tollgate: " << mesh_json.error().message << "\n";
+    return 2;
+  }
+  auto mesh = policy::parse_mesh(*mesh_json);
+  if (!mesh.ok()) {
+    std::cerr << "tollgate: --mesh: " << mesh.error().message << "\n";
+    return 2;
+  }
+  auto req_json = json_arg(o.request, "--request");
+  if (!req_json.ok()) {
+    std::cerr << "tollgate: " << req_json.error().message << "\n";
+    return 2;
+  }
+  auto request = eval::parse_request(*req_json);
+  if (!request.ok()) {
+    std::cerr << "tollgate: --request: " << request.error().message << "\n";
+    return 2;
+  }
+  const compile::DecisionTable table = compile::compile_table(s.policies, *workload, *mesh);
+  eval::PreparedRequest prepared;
+  eval::prepare(*request, table.path_normalization, prepared);
+  const eval::Decision d = eval::evaluate(table, prepared);
+  json dj = eval::decision_json(table, d, prepared);
+  if (o.output == "json") {
+    dj["workload"] = {{"namespace", workload->namespace_},
+                      {"labels", workload->labels},
+                      {"serviceAccount", workload->service_account}};
+    dj["policies"] = table.policies;
+    std::cout << dj.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << (d.allowed ? "ALLOW" : "DENY");
+  if (d.rule != nullptr) {
+    std::cout << "  by " << d.rule->policy << " (" << policy::action_name(d.rule->action)
+              << ", rule " << d.rule->rule << ")";
+  } else {
+    std::cout << "  (default: no policy decided)";
+  }
+  std::cout << "\n  " << dj["reason"].get<std::string>() << "\n";
+  std::cout << "  workload " << workload->namespace_ << "/"
+            << (workload->name.empty() ? "(described)" : workload->name)
+            << " (service account " << workload->service_account << ")\n";
+  std::cout << "  policies that apply: ";
+  if (table.policies.empty()) std::cout << "none";
+  for (std::size_t i = 0; i < table.policies.size(); ++i) {
+    std::cout << (i ? ", " : "") << table.policies[i];
+  }
+  std::cout << "\n";
+  if (d.audit != nullptr) std::cout << "  audited by " << d.audit->policy << "\n";
+  if (d.dry_run_evaluated) {
+    std::cout << "  dry-run policies would " << (d.dry_run_allowed ? "ALLOW" : "DENY");
+    if (d.dry_run_rule != nullptr) std::cout << " (" << d.dry_run_rule->policy << ")";
+    std::cout << "\n";
+  }
+  for (const auto& n : table.notes) std::cout << "  note: " << n << "\n";
+  return 0;
+}
+
+int run_lint(const LintOptions& o) {
+  const source::ClusterState s = load(o.files);
+  auto mesh_json = json_arg(o.mesh, "--mesh");
+  if (!mesh_json.ok()) {
+    std::cerr << "tollgate: " << mesh_json.error().message << "\n";
+    return 2;
+  }
+  auto mesh = policy::parse_mesh(*mesh_json);
+  if (!mesh.ok()) {
+    std::cerr << "tollgate: --mesh: " << mesh.error().message << "\n";
+    return 2;
+  }
+  compile::LintInput in;
+  in.policies = s.policies;
+  in.workloads = s.workloads;
+  in.service_accounts = &s.service_accounts;
+  in.namespaces = &s.namespaces;
+  in.mesh = *mesh;
+  const auto findings = compile::lint(in);
+  int errors = 0;
+  for (const auto& f : findings) errors += f.severity == policy::Finding::Severity::kError;
+  if (o.output == "json") {
+    json arr = json::array();
+    for (const auto& f : findings) arr.push_back(finding_json(f));
+    std::cout << json{{"findings", arr}, {"errors", errors}}.dump(2) << "\n";
+  } else {
+    for (const auto& f : findings) std::cout << format_finding(f) << "\n";
+    std::cout << findings.size() << " finding(s), " << errors << " error(s) in "
+              << s.policies.size() << " policies\n";
+  }
+  if (!s.errors.empty()) return 2;
+  return errors > 0 ? 1 : 0;
+}
+
+}  // namespace tollgate::app

@@ -1,0 +1,59 @@
+#include "tollgate/app/cli.h"
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "tollgate/app/commands.h"
+
+namespace tollgate::app {
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"tollgate: Istio AuthorizationPolicy decisions, compiled and served"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tollgate 0.1.0");
+
+  bool jsonl = false;
+  auto* eval = app.add_subcommand(
+      "eval", "Evaluate {policies, workload, request, mesh} objects read from stdin");
+  eval->add_flag("--jsonl", jsonl, "one JSON object per line in, one decision per line out");
+
+  CheckOptions check;
+  auto* chk = app.add_subcommand("check", "Decide one request against manifests, explained");
+  chk->add_option("-f,--filename", check.files, "manifest files or directories")->required();
+  chk->add_option("--workload", check.workload,
+                  "NAMESPACE/POD (a pod or workload in the manifests), or "
+                  "NAMESPACE/LABEL=VALUE,.../SERVICEACCOUNT")
+      ->required();
+  chk->add_option("--request", check.request, "the request as JSON (API.md), or @FILE")
+      ->required();
+  chk->add_option("--mesh", check.mesh, "mesh settings as JSON, or @FILE");
+  chk->add_option("-o,--output", check.output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+
+  LintOptions lint;
+  auto* lnt = app.add_subcommand("lint", "Report policies that cannot do what they mean");
+  lnt->add_option("-f,--filename", lint.files, "manifest files or directories")->required();
+  lnt->add_option("--mesh", lint.mesh, "mesh settings as JSON, or @FILE");
+  lnt->add_option("-o,--output", lint.output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*eval) {
+      std::ios::sync_with_stdio(false);
+      return run_eval(std::cin, std::cout, jsonl);
+    }
+    if (*chk) return run_check(check);
+    if (*lnt) return run_lint(lint);
+  } catch (const std::exception& e) {
+    std::cerr << "tollgate: " << e.what() << "\n";
+    return 2;
+  }
+  return 2;
+}
+
+}  // namespace tollgate::app

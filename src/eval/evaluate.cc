@@ -1,0 +1,436 @@
+// Matching a prepared request against a decision table.
+#include "tollgate/eval/evaluate.h"
+
+#include <string_view>
+
+namespace tollgate::eval {
+namespace {
+
+using compile::Predicate;
+using compile::TableRule;
+using compile::ValueIndex;
+using nlohmann::json;
+using policy::Attr;
+
+bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+bool ends_with(std::string_view s, std::string_view p) {
+  return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
+}
+
+// Istio StringMatcher over one value, with the index's exact/prefix/suffix/.+ parts.
+bool string_match(const ValueIndex& ix, std::string_view v) {
+  if (ix.any_nonempty && !v.empty()) return true;
+  if (ix.exact.contains(v)) return true;
+  for (const auto& p : ix.prefixes) {
+    if (starts_with(v, p)) return true;
+  }
+  for (const auto& s : ix.suffixes) {
+    if (ends_with(v, s)) return true;
+  }
+  return false;
+}
+
+// One pattern in Istio's StringMatcher syntax.
+bool pattern_match(std::string_view pat, std::string_view v) {
+  if (pat == "*") return !v.empty();
+  if (!pat.empty() && pat.front() == '*') return ends_with(v, pat.substr(1));
+  if (!pat.empty() && pat.back() == '*') return starts_with(v, pat.substr(0, pat.size() - 1));
+  return pat == v;
+}
+
+bool ip_match(const ValueIndex& ix, bool has, const std::array<std::uint8_t, 16>& ip) {
+  if (!has) return false;
+  if (ix.exact.contains(std::string_view(reinterpret_cast<const char*>(ip.data()), 16))) {
+    return true;
+  }
+  for (const auto& c : ix.cidrs) {
+    if (c.contains(ip)) return true;
+  }
+  return false;
+}
+
+// spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?  (full match)
+bool service_account_match(std::string_view uri, std::string_view ns, std::string_view sa) {
+  constexpr std::string_view kPrefix = "spiffe://";
+  if (!starts_with(uri, kPrefix)) return false;
+  std::string needle = "/ns/";
+  needle.append(ns).push_back('/');
+  for (std::size_t at = uri.find(needle, kPrefix.size() + 1); at != std::string_view::npos;
+       at = uri.find(needle, at + 1)) {
+    std::string_view rest = uri.substr(at + needle.size());
+    std::string sa_part = "sa/";
+    sa_part.append(sa);
+    // Try every place "sa/<sa>" can start: right away, or after ".+/".
+    for (std::size_t k = 0; k + sa_part.size() <= rest.size(); ++k) {
+      if (k != 0 && (k < 2 || rest[k - 1] != '/')) continue;
+      if (rest.compare(k, sa_part.size(), sa_part) != 0) continue;
+      std::string_view tail = rest.substr(k + sa_part.size());
+      if (tail.empty() || (tail.size() >= 2 && tail[0] == '/')) return true;
+    }
+  }
+  return false;
+}
+
+bool kind_match(std::uint8_t kind, const std::string& want, const std::string* have) {
+  if (have == nullptr) return false;
+  switch (kind) {
+    case 0: return *have == want;
+    case 1: return starts_with(*have, want);
+    case 2: return ends_with(*have, want);
+    default: return !have->empty();
+  }
+}
+
+// A JWT claim (string or list of strings) against the index.
+bool claim_value_match(const ValueIndex& ix, const json& v, bool split_spaces) {
+  if (v.is_string()) {
+    const std::string& s = v.get_ref<const std::string&>();
+    if (!split_spaces) return string_match(ix, s);
+    std::size_t pos = 0;
+    while (pos <= s.size()) {
+      std::size_t end = s.find(' ', pos);
+      if (end == std::string::npos) end = s.size();
+      if (end > pos && string_match(ix, std::string_view(s).substr(pos, end - pos))) return true;
+      pos = end + 1;
+    }
+    return false;
+  }
+  if (v.is_array()) {
+    for (const auto& e : v) {
+      if (e.is_string() && string_match(ix, e.get_ref<const std::string&>())) return true;
+    }
+  }
+  return false;
+}
+
+const json* claim_at(const json& claims, std::string_view path) {
+  const json* cur = &claims;
+  std::size_t start = 0;
+  while (true) {
+    if (!cur->is_object()) return nullptr;
+    std::size_t z = path.find('\0', start);
+    std::string_view key = path.substr(start, z == std::string_view::npos ? path.npos : z - start);
+    auto it = cur->find(key);
+    if (it == cur->end()) return nullptr;
+    cur = &*it;
+    if (z == std::string_view::npos) return cur;
+    start = z + 1;
+  }
+}
+
+const std::string* header(const PreparedRequest& r, std::string_view name) {
+  for (const auto& [n, v] : r.request->headers) {
+    if (n == name) return &v;
+  }
+  return nullptr;
+}
+
+bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
+  const ValueIndex& ix = p.index;
+  switch (p.attr) {
+    case Attr::kSourcePrincipal: return r.peer && string_match(ix, r.principal);
+    case Attr::kSourceNamespace: {
+      if (!r.peer) return false;
+      if (!ix.exact.empty()) {
+        std::string_view u(r.uri);
+        for (std::size_t at = u.find("/ns/"); at != std::string_view::npos;
+             at = u.find("/ns/", at + 1)) {
+          std::size_t end = u.find('/', at + 4);
+          if (end != std::string_view::npos && ix.exact.contains(u.substr(at + 4, end - at - 4))) {
+            return true;
+          }
+        }
+      }
+      for (const auto& g : ix.globs) {
+        if (g.matches(r.uri)) return true;
+      }
+      return false;
+    }
+    case Attr::kSourceServiceAccount:
+      if (!r.peer) return false;
+      for (const auto& [ns, sa] : ix.service_accounts) {
+        if (service_account_match(r.uri, ns, sa)) return true;
+      }
+      return false;
+    case Attr::kSourceTrustDomain:
+      if (!r.peer) return false;
+      if (ix.any_nonempty) return true;
+      if (!r.trust_domain.empty() && ix.exact.contains(r.trust_domain)) return true;
+      for (const auto& g : ix.globs) {
+        if (g.matches(r.principal)) return true;
+      }
+      return false;
+    case Attr::kSourceIp: return ip_match(ix, r.has_source_ip, r.source_ip);
+    case Attr::kRemoteIp: return ip_match(ix, r.has_remote_ip, r.remote_ip);
+    case Attr::kDestinationIp: return ip_match(ix, r.has_destination_ip, r.destination_ip);
+    case Attr::kRequestPrincipal:
+      if (!jwt_visible || !r.jwt) return false;
+      if (!r.iss_sub_key.empty() || (r.iss != nullptr && r.sub != nullptr)) {
+        if (ix.exact.contains(r.iss_sub_key)) return true;
+      }
+      for (const auto& m : ix.iss_sub) {
+        if (kind_match(m.iss_kind, m.iss, r.iss) && kind_match(m.sub_kind, m.sub, r.sub)) {
+          return true;
+        }
+      }
+      return false;
+    case Attr::kAudiences:
+    case Attr::kPresenter:
+    case Attr::kClaim: {
+      if (!jwt_visible || !r.jwt || !r.request->jwt_claims.is_object()) return false;
+      std::string_view path = p.attr == Attr::kAudiences   ? "aud"
+                              : p.attr == Attr::kPresenter ? "azp"
+                                                           : std::string_view(p.arg);
+      const json* v = claim_at(r.request->jwt_claims, path);
+      if (v == nullptr) return false;
+      bool split = false;
+      if (path.find('\0') == std::string_view::npos) {
+        split = path == "scope" || path == "permission";
+        for (const auto& c : r.request->space_delimited_claims) split = split || c == path;
+      }
+      return claim_value_match(ix, *v, split);
+    }
+    case Attr::kHost:
+      if (!r.has_host) return false;
+      return ix.present || string_match(ix, r.host);
+    case Attr::kMethod:
+      if (!r.request->method) return false;
+      return ix.present || string_match(ix, *r.request->method);
+    case Attr::kPath:
+      if (!r.has_path) return false;
+      if (string_match(ix, r.path)) return true;
+      for (const auto& t : ix.templates) {
+        if (t.matches(r.path)) return true;
+      }
+      return false;
+    case Attr::kHeader: {
+      const std::string* v = nullptr;
+      std::string_view name = p.arg;
+      std::string pseudo;
+      if (name == ":path") {
+        if (!r.has_path) return false;
+        v = &r.path_with_query;
+      } else if (name == ":method") {
+        v = r.request->method ? &*r.request->method : nullptr;
+      } else if (name == ":authority" || name == "host") {
+        v = r.request->host ? &*r.request->host : header(r, name);
+      } else {
+        v = header(r, name);
+      }
+      if (v == nullptr) return false;
+      return ix.present || string_match(ix, *v);
+    }
+    case Attr::kPort: return !r.port.empty() && ix.exact.contains(r.port);
+    case Attr::kSni: return r.request->sni && string_match(ix, *r.request->sni);
+    case Attr::kMetadata: {
+      const json& md = r.request->dynamic_metadata;
+      if (!md.is_object()) return false;
+      std::string_view arg = p.arg;
+      const auto z = arg.find('\0');
+      auto f = md.find(arg.substr(0, z));
+      if (f == md.end() || !f->is_object()) return false;
+      auto v = f->find(arg.substr(z + 1));
+      if (v == f->end()) return false;
+      if (v->is_string()) return string_match(ix, v->get_ref<const std::string&>());
+      if (v->is_array()) {
+        for (const auto& e : *v) {
+          if (!e.is_string()) continue;
+          for (const auto& lv : ix.list_values) {
+            if (pattern_match(lv, e.get_ref<const std::string&>())) return true;
+          }
+        }
+      }
+      return false;
+    }
+  }
+  return false;
+}
+
+bool conj_matches(const compile::Conjunction& c, const PreparedRequest& r, bool jwt_visible) {
+  for (const auto& p : c.all) {
+    if (p.http_only && !r.http) continue;  // not generated on a TCP chain
+    if (any_value(p, r, jwt_visible) == p.negate) return false;
+  }
+  return true;
+}
+
+bool side_matches(const std::vector<compile::Conjunction>& side, const PreparedRequest& r,
+                  bool jwt_visible) {
+  for (const auto& c : side) {
+    if (conj_matches(c, r, jwt_visible)) return true;
+  }
+  return false;
+}
+
+const TableRule* first_match(const std::vector<TableRule>& rules, const PreparedRequest& r,
+                             bool custom_stage) {
+  for (const auto& rule : rules) {
+    if (rule_matches(rule, r, custom_stage)) return &rule;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+bool rule_matches(const TableRule& rule, const PreparedRequest& r, bool custom_stage) {
+  if (rule.tcp_dropped && !r.http) return false;
+  return side_matches(rule.permissions, r, !custom_stage) &&
+         side_matches(rule.principals, r, !custom_stage);
+}
+
+Decision evaluate(const compile::DecisionTable& t, const PreparedRequest& r) {
+  Decision d;
+  if (!t.audit.empty()) d.audit = first_match(t.audit, r, false);
+  if (!t.dry_run_deny.empty() || t.has_dry_run_allow) {
+    d.dry_run_evaluated = true;
+    d.dry_run_rule = first_match(t.dry_run_deny, r, false);
+    if (d.dry_run_rule != nullptr) {
+      d.dry_run_allowed = false;
+    } else if (t.has_dry_run_allow) {
+      d.dry_run_rule = first_match(t.dry_run_allow, r, false);
+      d.dry_run_allowed = d.dry_run_rule != nullptr;
+    }
+  }
+  if (r.rejected) {
+    d.allowed = false;
+    d.why = Why::kRejected;
+    return d;
+  }
+  for (const auto& stage : t.custom) {
+    if (!r.http && stage.type == "http") continue;  // an HTTP ext_authz is not on TCP chains
+    const TableRule* m = first_match(stage.rules, r, true);
+    if (m == nullptr) continue;
+    d.rule = m;
+    d.stage = &stage;
+    if (stage.deny_on_match) {
+      d.why = Why::kBadCustom;
+      return d;
+    }
+    const Request& req = *r.request;
+    auto it = req.ext_authz_by_provider.find(stage.provider);
+    const std::string* answer = it != req.ext_authz_by_provider.end() ? &it->second
+                                : req.ext_authz_default           ? &*req.ext_authz_default
+                                                                  : nullptr;
+    if (answer == nullptr) {
+      d.why = Why::kCustomNoAnswer;
+      return d;
+    }
+    if (*answer == "DENY") {
+      d.why = Why::kCustomDenied;
+      return d;
+    }
+    d.rule = nullptr;
+    d.stage = nullptr;
+  }
+  if (const TableRule* m = first_match(t.deny, r, false)) {
+    d.why = Why::kDenyMatched;
+    d.rule = m;
+    return d;
+  }
+  if (!t.has_allow) {
+    d.allowed = true;
+    d.why = Why::kNoAllowPolicy;
+    return d;
+  }
+  if (const TableRule* m = first_match(t.allow, r, false)) {
+    d.allowed = true;
+    d.why = Why::kAllowMatched;
+    d.rule = m;
+    return d;
+  }
+  d.why = Why::kNoAllowMatched;
+  return d;
+}
+
+Decision evaluate(const compile::DecisionTable& t, const Request& req) {
+  PreparedRequest r;
+  prepare(req, t.path_normalization, r);
+  return evaluate(t, r);
+}
+
+std::string reason(const compile::DecisionTable& t, const Decision& d, const PreparedRequest& r) {
+  auto rule_text = [&](const TableRule& rule) {
+    std::string s = std::string(policy::action_name(rule.action)) + " policy " + rule.policy +
+                    " rule " + std::to_string(rule.rule) + " matched";
+    if (rule.empty_rule()) {
+      s += " (an empty rule matches every request)";
+    } else if (!r.http && rule.action != policy::Action::kAllow) {
+      bool widened = false;
+      for (const auto* side : {&rule.principals, &rule.permissions}) {
+        for (const auto& c : *side) {
+          for (const auto& p : c.all) widened = widened || p.http_only;
+        }
+      }
+      if (widened) {
+        s += " (on TCP its HTTP-only fields are ignored, which widens the rule)";
+      }
+    }
+    return s;
+  };
+  switch (d.why) {
+    case Why::kRejected: return "request rejected before authorization: " + *r.rejected;
+    case Why::kCustomDenied:
+      return rule_text(*d.rule) + "; its provider " + d.stage->provider + " denied the request";
+    case Why::kCustomNoAnswer:
+      return rule_text(*d.rule) + "; provider " + d.stage->provider +
+             " must decide, and no answer was given (extAuthzDecision): denied, failing closed";
+    case Why::kBadCustom:
+      return rule_text(*d.rule) + "; denied because " + d.stage->deny_reason +
+             " (Istio turns such CUSTOM rules into DENY rules)";
+    case Why::kDenyMatched: {
+      std::string s = rule_text(*d.rule);
+      if (t.has_allow) s += "; DENY is evaluated before ALLOW, so no ALLOW policy can override it";
+      return s;
+    }
+    case Why::kNoAllowPolicy: return "no ALLOW policy applies to the workload: allowed by default";
+    case Why::kAllowMatched: return rule_text(*d.rule);
+    case Why::kNoAllowMatched: {
+      std::string names;
+      int dropped = 0;
+      for (const auto& rule : t.allow) {
+        if (rule.tcp_dropped) ++dropped;
+      }
+      std::string s = "ALLOW policies apply to the workload but no ALLOW rule matched: denied by "
+                      "default";
+      if (t.allow.empty()) s = "ALLOW policies apply to the workload but have no rule that can "
+                               "match: denied (an ALLOW policy without rules allows nothing)";
+      if (!r.http && dropped > 0) {
+        s += " (" + std::to_string(dropped) +
+             " ALLOW rule(s) use HTTP-only fields and never match TCP traffic)";
+      }
+      return s;
+    }
+  }
+  return "";
+}
+
+json decision_json(const compile::DecisionTable& t, const Decision& d, const PreparedRequest& r) {
+  json j;
+  j["decision"] = d.allowed ? "ALLOW" : "DENY";
+  if (d.rule != nullptr) {
+    j["policy"] = d.rule->policy;
+    j["action"] = policy::action_name(d.rule->action);
+    j["rule"] = d.rule->rule;
+  } else {
+    j["policy"] = nullptr;
+    j["action"] = nullptr;
+    j["rule"] = nullptr;
+  }
+  j["reason"] = reason(t, d, r);
+  if (d.audit != nullptr) j["audit"] = {{"policy", d.audit->policy}, {"rule", d.audit->rule}};
+  if (d.dry_run_evaluated) {
+    json dr;
+    dr["decision"] = d.dry_run_allowed ? "ALLOW" : "DENY";
+    if (d.dry_run_rule != nullptr) {
+      dr["policy"] = d.dry_run_rule->policy;
+      dr["rule"] = d.dry_run_rule->rule;
+    } else {
+      dr["policy"] = nullptr;
+      dr["rule"] = nullptr;
+    }
+    j["dryRun"] = std::move(dr);
+  }
+  return j;
+}
+
+}  // namespace tollgate::eval

@@ -1,0 +1,344 @@
+#include "tollgate/eval/request.h"
+
+#include <cctype>
+
+#include "tollgate/policy/values.h"
+
+namespace tollgate::eval {
+namespace {
+
+using nlohmann::json;
+
+util::Result<std::optional<std::string>> opt_string(const json& o, const char* key,
+                                                    const std::string& where) {
+  auto it = o.find(key);
+  if (it == o.end() || it->is_null()) return std::optional<std::string>();
+  if (!it->is_string()) return util::make_error(where + "." + key + ": must be a string");
+  return std::optional<std::string>(it->get<std::string>());
+}
+
+int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool unreserved(int c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+// Decodes %XX for the characters `pred` accepts; other escapes are kept (hex upper-cased).
+template <typename Pred>
+std::string decode_some(std::string_view s, Pred pred) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      const int hi = hexval(s[i + 1]);
+      const int lo = hexval(s[i + 2]);
+      if (hi >= 0 && lo >= 0) {
+        const int c = hi * 16 + lo;
+        if (pred(c)) {
+          out.push_back(static_cast<char>(c));
+        } else {
+          out.push_back('%');
+          out.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(s[i + 1]))));
+          out.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(s[i + 2]))));
+        }
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+// RFC 3986 5.2.4 remove_dot_segments on an absolute path.
+std::string remove_dots(std::string_view in) {
+  std::vector<std::string_view> segs;
+  std::size_t pos = 0;
+  if (!in.empty() && in[0] == '/') pos = 1;
+  bool trailing_slash = false;
+  while (pos <= in.size()) {
+    std::size_t end = in.find('/', pos);
+    if (end == std::string_view::npos) end = in.size();
+    std::string_view seg = in.substr(pos, end - pos);
+    const bool last = end == in.size();
+    if (seg == ".") {
+      trailing_slash = last;
+    } else if (seg == "..") {
+      if (!segs.empty()) segs.pop_back();
+      trailing_slash = last;
+    } else {
+      segs.push_back(seg);
+      trailing_slash = false;
+    }
+    pos = end + 1;
+  }
+  std::string out;
+  for (auto s : segs) {
+    out.push_back('/');
+    out += s;
+  }
+  if (trailing_slash || out.empty()) out.push_back('/');
+  return out;
+}
+
+std::string merge_slashes(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    if (c == '/' && !out.empty() && out.back() == '/') continue;
+    out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> normalize_path(std::string_view full, policy::PathNormalization n) {
+  // The fragment is never part of the request path; the query is kept as is.
+  if (auto hash = full.find('#'); hash != std::string_view::npos) full = full.substr(0, hash);
+  std::string_view path = full;
+  std::string_view query;
+  if (auto q = full.find('?'); q != std::string_view::npos) {
+    path = full.substr(0, q);
+    query = full.substr(q);
+  }
+  for (std::size_t i = 0; i + 2 < path.size(); ++i) {
+    if (path[i] == '%' && path[i + 1] == '0' && path[i + 2] == '0') return std::nullopt;
+  }
+  if (n == policy::PathNormalization::kNone) return std::string(full);
+  std::string p(path);
+  if (n == policy::PathNormalization::kDecodeAndMergeSlashes) {
+    p = decode_some(p, [](int c) { return c == '/' || c == '\\'; });
+  }
+  for (char& c : p) {
+    if (c == '\\') c = '/';
+  }
+  p = decode_some(p, [](int c) { return unreserved(c); });
+  if (p.empty() || p[0] != '/') p.insert(p.begin(), '/');
+  p = remove_dots(p);
+  if (n != policy::PathNormalization::kBase) p = merge_slashes(p);
+  p += query;
+  return p;
+}
+
+util::Result<Request> parse_request(const json& j) {
+  if (!j.is_object()) return util::make_error("request: must be an object");
+  Request r;
+  static const char* kKnown[] = {"protocol", "source", "requestPrincipal", "jwtClaims",
+                                 "spaceDelimitedClaims", "method", "path", "host", "port",
+                                 "headers", "sni", "destinationIp", "extAuthzDecision",
+                                 "dynamicMetadata"};
+  for (const auto& [key, val] : j.items()) {
+    bool known = false;
+    for (const char* k : kKnown) known = known || key == k;
+    if (!known) return util::make_error("request." + key + ": unknown field");
+  }
+  TOLLGATE_TRY(protocol, opt_string(j, "protocol", "request"));
+  if (protocol) {
+    std::string p = *protocol;
+    for (char& c : p) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (p == "tcp") r.tcp = true;
+    else if (p != "http" && p != "http2" && p != "grpc") {
+      return util::make_error("request.protocol: must be \"http\" or \"tcp\"");
+    }
+  }
+  if (auto it = j.find("source"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) return util::make_error("request.source: must be an object");
+    for (const auto& [key, val] : it->items()) {
+      if (key != "principal" && key != "ip" && key != "remoteIp") {
+        return util::make_error("request.source." + key + ": unknown field");
+      }
+    }
+    TOLLGATE_TRY(pr, opt_string(*it, "principal", "request.source"));
+    if (pr && !pr->empty()) {
+      std::string v = *pr;
+      if (v.rfind("spiffe://", 0) == 0) v = v.substr(9);
+      r.principal = v;
+    }
+    TOLLGATE_TRY(ip, opt_string(*it, "ip", "request.source"));
+    TOLLGATE_TRY(rip, opt_string(*it, "remoteIp", "request.source"));
+    if (ip && !policy::parse_ip(*ip)) {
+      return util::make_error("request.source.ip: \"" + *ip + "\" is not an IP address");
+    }
+    if (rip && !policy::parse_ip(*rip)) {
+      return util::make_error("request.source.remoteIp: \"" + *rip + "\" is not an IP address");
+    }
+    r.source_ip = ip;
+    r.remote_ip = rip ? rip : ip;
+  }
+  TOLLGATE_TRY(rp, opt_string(j, "requestPrincipal", "request"));
+  r.request_principal = rp;
+  if (auto it = j.find("jwtClaims"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) return util::make_error("request.jwtClaims: must be an object");
+    r.jwt_claims = *it;
+  }
+  if (auto it = j.find("spaceDelimitedClaims"); it != j.end() && !it->is_null()) {
+    if (!it->is_array()) return util::make_error("request.spaceDelimitedClaims: must be a list");
+    for (const auto& e : *it) {
+      if (!e.is_string()) {
+        return util::make_error("request.spaceDelimitedClaims: must be a list of strings");
+      }
+      r.space_delimited_claims.push_back(e.get<std::string>());
+    }
+  }
+  TOLLGATE_TRY(method, opt_string(j, "method", "request"));
+  TOLLGATE_TRY(path, opt_string(j, "path", "request"));
+  TOLLGATE_TRY(host, opt_string(j, "host", "request"));
+  TOLLGATE_TRY(sni, opt_string(j, "sni", "request"));
+  TOLLGATE_TRY(dip, opt_string(j, "destinationIp", "request"));
+  if (dip && !policy::parse_ip(*dip)) {
+    return util::make_error("request.destinationIp: \"" + *dip + "\" is not an IP address");
+  }
+  r.method = method;
+  r.path = path;
+  r.host = host;
+  r.sni = sni;
+  r.destination_ip = dip;
+  if (auto it = j.find("port"); it != j.end() && !it->is_null()) {
+    if (it->is_number_integer() || it->is_number_unsigned()) {
+      const auto v = it->get<long long>();
+      if (v < 0 || v > 65535) return util::make_error("request.port: must be 0-65535");
+      r.port = static_cast<int>(v);
+    } else if (it->is_string()) {
+      auto p = policy::parse_port(it->get<std::string>());
+      if (!p.ok()) return util::make_error("request.port: must be 0-65535");
+      r.port = *p;
+    } else {
+      return util::make_error("request.port: must be a number");
+    }
+  }
+  if (auto it = j.find("headers"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) return util::make_error("request.headers: must be an object");
+    for (const auto& [name, val] : it->items()) {
+      std::string lower = name;
+      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      std::string joined;
+      if (val.is_string()) {
+        joined = val.get<std::string>();
+      } else if (val.is_array()) {
+        for (std::size_t i = 0; i < val.size(); ++i) {
+          if (!val[i].is_string()) {
+            return util::make_error("request.headers." + name + ": must be strings");
+          }
+          if (i > 0) joined.push_back(',');
+          joined += val[i].get<std::string>();
+        }
+      } else {
+        return util::make_error("request.headers." + name + ": must be a string or a list");
+      }
+      // Repeated names (different case) are joined with ',' as Envoy does.
+      bool merged = false;
+      for (auto& [n, v] : r.headers) {
+        if (n == lower) {
+          v += "," + joined;
+          merged = true;
+        }
+      }
+      if (!merged) r.headers.emplace_back(std::move(lower), std::move(joined));
+    }
+  }
+  if (auto it = j.find("dynamicMetadata"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) return util::make_error("request.dynamicMetadata: must be an object");
+    r.dynamic_metadata = *it;
+  }
+  if (auto it = j.find("extAuthzDecision"); it != j.end() && !it->is_null()) {
+    auto check = [](const json& v, const std::string& where) -> util::Result<std::string> {
+      if (!v.is_string()) return util::make_error(where + ": must be \"ALLOW\" or \"DENY\"");
+      std::string s = v.get<std::string>();
+      for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      if (s != "ALLOW" && s != "DENY") {
+        return util::make_error(where + ": must be \"ALLOW\" or \"DENY\"");
+      }
+      return s;
+    };
+    if (it->is_object()) {
+      for (const auto& [prov, v] : it->items()) {
+        TOLLGATE_TRY(s, check(v, "request.extAuthzDecision." + prov));
+        r.ext_authz_by_provider[prov] = s;
+      }
+    } else {
+      TOLLGATE_TRY(s, check(*it, "request.extAuthzDecision"));
+      r.ext_authz_default = s;
+    }
+  }
+  return r;
+}
+
+void prepare(const Request& r, policy::PathNormalization n, PreparedRequest& out) {
+  out.request = &r;
+  out.http = !r.tcp;
+  out.peer = r.principal.has_value();
+  out.uri.clear();
+  out.principal = {};
+  out.trust_domain = {};
+  if (out.peer) {
+    out.uri.reserve(9 + r.principal->size());
+    out.uri.append("spiffe://").append(*r.principal);
+    out.principal = std::string_view(out.uri).substr(9);
+    auto slash = out.principal.find('/');
+    if (slash != std::string_view::npos) out.trust_domain = out.principal.substr(0, slash);
+  }
+  auto ip = [](const std::optional<std::string>& s, bool& has, std::array<std::uint8_t, 16>& a) {
+    has = false;
+    if (!s) return;
+    if (auto p = policy::parse_ip(*s)) {
+      has = true;
+      a = *p;
+    }
+  };
+  ip(r.source_ip, out.has_source_ip, out.source_ip);
+  ip(r.remote_ip, out.has_remote_ip, out.remote_ip);
+  ip(r.destination_ip, out.has_destination_ip, out.destination_ip);
+  out.rejected.reset();
+  out.has_host = false;
+  out.has_path = false;
+  out.path = {};
+  out.jwt = false;
+  out.iss = out.sub = nullptr;
+  out.iss_sub_key.clear();
+  if (out.http) {
+    out.jwt = r.request_principal.has_value() || r.jwt_claims.is_object();
+    if (r.jwt_claims.is_object()) {
+      auto iss = r.jwt_claims.find("iss");
+      auto sub = r.jwt_claims.find("sub");
+      if (iss != r.jwt_claims.end() && iss->is_string()) out.iss = iss->get_ptr<const std::string*>();
+      if (sub != r.jwt_claims.end() && sub->is_string()) out.sub = sub->get_ptr<const std::string*>();
+    } else if (r.request_principal) {
+      const auto& v = *r.request_principal;
+      const auto idx = v.rfind('/');
+      out.iss_storage = idx == std::string::npos ? v : v.substr(0, idx);
+      out.sub_storage = idx == std::string::npos ? "" : v.substr(idx + 1);
+      out.iss = &out.iss_storage;
+      if (idx != std::string::npos) out.sub = &out.sub_storage;
+    }
+    if (out.iss != nullptr && out.sub != nullptr) {
+      out.iss_sub_key.append(*out.iss).push_back('\0');
+      out.iss_sub_key.append(*out.sub);
+    }
+    if (r.host) {
+      out.has_host = true;
+      out.host = *r.host;
+      for (char& c : out.host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    if (r.path) {
+      auto p = normalize_path(*r.path, n);
+      if (!p) {
+        out.rejected = "the path contains %00, which Envoy rejects with 400 before authorization";
+      } else {
+        out.has_path = true;
+        out.path_with_query = std::move(*p);
+        std::string_view pv(out.path_with_query);
+        out.path = pv.substr(0, pv.find('?'));
+      }
+    }
+  }
+  out.port = r.port ? std::to_string(*r.port) : std::string();
+}
+
+}  // namespace tollgate::eval
