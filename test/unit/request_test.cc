@@ -1,0 +1,70 @@
+#include <catch2/catch.hpp>
+
+#include "support/fixtures.h"
+
+using namespace tollgate;
+using eval::normalize_path;
+using policy::PathNormalization;
+
+TEST_CASE("BASE normalization decodes unreserved escapes, resolves dots, keeps the query") {
+  const auto n = PathNormalization::kBase;
+  CHECK(*normalize_path("/public/%2e%2e/private", n) == "/private");
+  CHECK(*normalize_path("/public/%2E%2E/private", n) == "/private");
+  CHECK(*normalize_path("/a/./b/../c?x=/../y", n) == "/a/c?x=/../y");
+  CHECK(*normalize_path("/a\\b", n) == "/a/b");
+  CHECK(*normalize_path("/%41%7e%2F", n) == "/A~%2F");  // %2F stays encoded
+  CHECK(*normalize_path("/a//b", n) == "/a//b");
+  CHECK(*normalize_path("/a/b/..", n) == "/a/");
+  CHECK(*normalize_path("/../../x", n) == "/x");
+  CHECK(*normalize_path("/a#frag", n) == "/a");
+  CHECK_FALSE(normalize_path("/a%00b", n).has_value());
+}
+
+TEST_CASE("the other normalization options") {
+  CHECK(*normalize_path("/a//b/../c", PathNormalization::kMergeSlashes) == "/a/c");
+  CHECK(*normalize_path("/a%2Fb%5c..%2fc", PathNormalization::kDecodeAndMergeSlashes) == "/a/c");
+  CHECK(*normalize_path("/a/../b", PathNormalization::kNone) == "/a/../b");
+}
+
+TEST_CASE("requests are parsed strictly, with the field named in errors") {
+  auto ok = eval::parse_request(nlohmann::json::parse(
+      R"({"protocol":"tcp","source":{"principal":"spiffe://td/ns/a/sa/b","ip":"10.0.0.1"},
+          "port":"8080","headers":{"X-A":"1","x-a":["2","3"]},"extAuthzDecision":{"p":"deny"}})"));
+  REQUIRE(ok.ok());
+  CHECK(ok->tcp);
+  CHECK(*ok->principal == "td/ns/a/sa/b");  // spiffe:// is accepted and removed
+  CHECK(*ok->remote_ip == "10.0.0.1");       // remoteIp defaults to ip
+  CHECK(*ok->port == 8080);
+  REQUIRE(ok->headers.size() == 1);
+  CHECK(ok->headers[0].second == "1,2,3");
+  CHECK(ok->ext_authz_by_provider.at("p") == "DENY");
+  auto err = [](const char* text) {
+    auto r = eval::parse_request(nlohmann::json::parse(text));
+    REQUIRE_FALSE(r.ok());
+    return r.error().message;
+  };
+  CHECK(err(R"({"port":70000})") == "request.port: must be 0-65535");
+  CHECK(err(R"({"protocol":"udp"})") == "request.protocol: must be \"http\" or \"tcp\"");
+  CHECK(err(R"({"source":{"ip":"10.0.0.300"}})") ==
+        "request.source.ip: \"10.0.0.300\" is not an IP address");
+  CHECK(err(R"({"methd":"GET"})") == "request.methd: unknown field");
+  CHECK(err(R"({"extAuthzDecision":"maybe"})") ==
+        "request.extAuthzDecision: must be \"ALLOW\" or \"DENY\"");
+  CHECK(err(R"([])") == "request: must be an object");
+}
+
+TEST_CASE("prepare lower-cases the host, strips the query for paths and splits the principal") {
+  const auto r = testing::mk_request(
+      R"({"source":{"principal":"td/ns/a/sa/b"},"host":"API.Example.COM","path":"/x/%2e%2e/y?q",
+          "requestPrincipal":"https://issuer/path/sub"})");
+  eval::PreparedRequest p;
+  eval::prepare(r, PathNormalization::kBase, p);
+  CHECK(p.host == "api.example.com");
+  CHECK(p.path == "/y");
+  CHECK(p.path_with_query == "/y?q");
+  CHECK(p.uri == "spiffe://td/ns/a/sa/b");
+  CHECK(p.trust_domain == "td");
+  REQUIRE(p.iss != nullptr);
+  CHECK(*p.iss == "https://issuer/path");
+  CHECK(*p.sub == "sub");
+}
