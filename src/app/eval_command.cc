@@ -1,4 +1,6 @@
 // `tollgate eval`: parse, compile (cached per distinct policy set), evaluate.
+#include <simdjson.h>
+
 #include <iostream>
 #include <string>
 #include <unordered_map>
@@ -81,30 +83,162 @@ json parse_and_decide(std::string_view text, std::unordered_map<std::string, Com
   return decide(in, cache);
 }
 
+// The --jsonl fast path: simdjson finds the raw text of "policies", "workload" and "mesh"
+// without building a DOM, so a stream that repeats its policies compiles them once; only
+// the small request object goes through the full parser. Anything unusual (invalid JSON,
+// wrong types, unknown keys) falls back to the slow path, which words the error.
+class LineEvaluator {
+ public:
+  json decide_line(std::string& line) {
+    const std::size_t size = line.size();
+    line.reserve(size + simdjson::SIMDJSON_PADDING);
+    std::string_view policies, workload, request, mesh;
+    bool fast = true;
+    {
+      simdjson::ondemand::document doc;
+      simdjson::ondemand::object obj;
+      if (parser_.iterate(line.data(), size, line.capacity()).get(doc) ||
+          doc.get_object().get(obj)) {
+        fast = false;
+      } else {
+        for (auto field : obj) {
+          std::string_view key;
+          simdjson::ondemand::value v;
+          if (field.unescaped_key().get(key) || field.value().get(v)) {
+            fast = false;
+            break;
+          }
+          std::string_view* slot = key == "policies"   ? &policies
+                                   : key == "workload" ? &workload
+                                   : key == "request"  ? &request
+                                   : key == "mesh"     ? &mesh
+                                                       : nullptr;
+          if (slot == nullptr) {
+            fast = false;
+            break;
+          }
+          simdjson::ondemand::json_type type;
+          if (v.type().get(type)) {
+            fast = false;
+            break;
+          }
+          simdjson::error_code err = simdjson::SUCCESS;
+          if (type == simdjson::ondemand::json_type::array && slot == &policies) {
+            simdjson::ondemand::array arr;
+            err = v.get_array().get(arr);
+            if (!err) err = arr.raw_json().get(*slot);
+          } else if (type == simdjson::ondemand::json_type::object && slot != &policies) {
+            simdjson::ondemand::object o;
+            err = v.get_object().get(o);
+            if (!err) err = o.raw_json().get(*slot);
+          } else {
+            err = simdjson::INCORRECT_TYPE;
+          }
+          if (err) {
+            fast = false;
+            break;
+          }
+        }
+      }
+    }
+    if (!fast || workload.empty() || request.empty()) {
+      return parse_and_decide(std::string_view(line.data(), size), cache_);
+    }
+    const Compiled* compiled = lookup(policies, workload, mesh);
+    if (compiled == nullptr) return parse_and_decide(std::string_view(line.data(), size), cache_);
+    json req_json;
+    try {
+      req_json = json::parse(request);
+    } catch (const json::exception&) {
+      return parse_and_decide(std::string_view(line.data(), size), cache_);
+    }
+    auto req = eval::parse_request(req_json);
+    if (!req.ok()) return {{"error", req.error().message}};
+    const auto& table = compiled->table;
+    eval::PreparedRequest prepared;
+    eval::prepare(*req, table.path_normalization, prepared);
+    return eval::decision_json(table, eval::evaluate(table, prepared), prepared);
+  }
+
+ private:
+  const Compiled* lookup(std::string_view policies, std::string_view workload,
+                         std::string_view mesh) {
+    key_.clear();
+    key_.append(policies).push_back('\x1f');
+    key_.append(workload).push_back('\x1f');
+    key_.append(mesh);
+    if (last_ != nullptr && key_ == last_key_) return last_;
+    auto it = fast_cache_.find(key_);
+    if (it == fast_cache_.end()) {
+      json in;
+      try {
+        in = {{"workload", json::parse(workload)}, {"request", json::object()}};
+        if (!policies.empty()) in["policies"] = json::parse(policies);
+        if (!mesh.empty()) in["mesh"] = json::parse(mesh);
+      } catch (const json::exception&) {
+        return nullptr;
+      }
+      // Compile through the slow path's validation; an error is not cached here.
+      auto mesh_cfg = policy::parse_mesh(in.contains("mesh") ? in["mesh"] : json());
+      auto w = policy::parse_workload(in["workload"]);
+      if (!mesh_cfg.ok() || !w.ok()) return nullptr;
+      std::vector<policy::Policy> ps;
+      if (in.contains("policies")) {
+        for (const auto& p : in["policies"]) {
+          if (!policy::is_authorization_policy(p)) return nullptr;
+          ps.push_back(policy::parse_policy(p));
+        }
+      }
+      if (fast_cache_.size() > 4096) {
+        fast_cache_.clear();
+        last_ = nullptr;
+      }
+      it = fast_cache_.emplace(key_, Compiled{compile::compile_table(ps, *w, *mesh_cfg)}).first;
+    }
+    last_key_ = key_;
+    last_ = &it->second;
+    return last_;
+  }
+
+  simdjson::ondemand::parser parser_;
+  std::unordered_map<std::string, Compiled> cache_;
+  std::unordered_map<std::string, Compiled> fast_cache_;
+  std::string key_, last_key_;
+  const Compiled* last_ = nullptr;
+};
+
 }  // namespace
 
 int run_eval(std::istream& in, std::ostream& out, bool jsonl) {
-  std::unordered_map<std::string, Compiled> cache;
   int status = 0;
   if (!jsonl) {
+    std::unordered_map<std::string, Compiled> cache;
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     json d = parse_and_decide(text, cache);
     if (d.contains("error")) status = 1;
     out << d.dump(2) << "\n";
     return status;
   }
+  LineEvaluator evaluator;
   std::string line;
+  std::string out_buf;
   std::size_t lineno = 0;
   while (std::getline(in, line)) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    json d = parse_and_decide(line, cache);
+    json d = evaluator.decide_line(line);
     if (d.contains("error")) {
       status = 1;
       d["error"] = "line " + std::to_string(lineno) + ": " + d["error"].get<std::string>();
     }
-    out << d.dump() << "\n";
+    out_buf += d.dump();
+    out_buf += '\n';
+    if (out_buf.size() > (1u << 16)) {
+      out << out_buf;
+      out_buf.clear();
+    }
   }
+  out << out_buf;
   out.flush();
   return status;
 }
