@@ -129,7 +129,7 @@ int run_check(const CheckOptions& o) {
                       {"labels", workload->labels},
                       {"serviceAccount", workload->service_account}};
     dj["policies"] = table.policies;
-    std::cout << dj.dump(2) << "\n";
+    std::cout << dj.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
     return 0;
   }
   std::cout << (d.allowed ? "ALLOW" : "DENY");
@@ -183,7 +183,9 @@ int run_lint(const LintOptions& o) {
   if (o.output == "json") {
     json arr = json::array();
     for (const auto& f : findings) arr.push_back(finding_json(f));
-    std::cout << json{{"findings", arr}, {"errors", errors}}.dump(2) << "\n";
+    std::cout << json{{"findings", arr}, {"errors", errors}}.dump(
+                     2, ' ', false, json::error_handler_t::replace)
+              << "\n";
   } else {
     for (const auto& f : findings) std::cout << format_finding(f) << "\n";
     std::cout << findings.size() << " finding(s), " << errors << " error(s) in "

@@ -216,7 +216,7 @@ int run_eval(std::istream& in, std::ostream& out, bool jsonl) {
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     json d = parse_and_decide(text, cache);
     if (d.contains("error")) status = 1;
-    out << d.dump(2) << "\n";
+    out << d.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
     return status;
   }
   LineEvaluator evaluator;
@@ -231,7 +231,7 @@ int run_eval(std::istream& in, std::ostream& out, bool jsonl) {
       status = 1;
       d["error"] = "line " + std::to_string(lineno) + ": " + d["error"].get<std::string>();
     }
-    out_buf += d.dump();
+    out_buf += d.dump(-1, ' ', false, json::error_handler_t::replace);
     out_buf += '\n';
     if (out_buf.size() > (1u << 16)) {
       out << out_buf;

@@ -25,6 +25,37 @@ bool is_int(const std::string& s) {
   return true;
 }
 
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = 0;  // continuation bytes
+    unsigned char lo = 0x80, hi = 0xbf;  // allowed range of the first continuation byte
+    if (c < 0x80) {
+      n = 0;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      if (c == 0xe0) lo = 0xa0;
+      if (c == 0xed) hi = 0x9f;  // no surrogates
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      if (c == 0xf0) lo = 0x90;
+      if (c == 0xf4) hi = 0x8f;
+    } else {
+      return false;
+    }
+    if (s.size() - i - 1 < n) return false;
+    for (std::size_t k = 1; k <= n; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if (k == 1 ? (b < lo || b > hi) : (b & 0xc0) != 0x80) return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
 bool is_float(const std::string& s) {
   static const std::regex kFloat(R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)");
   return s.size() < 64 && std::regex_match(s, kFloat);
@@ -40,7 +71,9 @@ class Converter {
     switch (n.Type()) {
       case YAML::NodeType::Undefined:
       case YAML::NodeType::Null: return json();
-      case YAML::NodeType::Scalar: return scalar(n);
+      case YAML::NodeType::Scalar:
+        if (!valid_utf8(n.Scalar())) return err(n, "a value is not valid UTF-8");
+        return scalar(n);
       case YAML::NodeType::Sequence: {
         json arr = json::array();
         for (const auto& e : n) {
@@ -55,6 +88,7 @@ class Converter {
         for (const auto& kv : n) {
           if (!kv.first.IsScalar()) return err(kv.first, "a map key must be a scalar");
           const std::string key = kv.first.Scalar();
+          if (!valid_utf8(key)) return err(kv.first, "a key is not valid UTF-8");
           if (obj.contains(key)) return err(kv.first, "duplicate key \"" + key + "\"");
           auto v = convert(kv.second, depth + 1);
           if (!v.ok()) return v;

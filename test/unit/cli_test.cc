@@ -1,1 +1,117 @@
+// The CLI as a user runs it: check and lint on manifest files, eval's contract.
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "support/run.h"
+
+using nlohmann::json;
+using tollgate::testing::run_tollgate;
+using tollgate::testing::source_path;
+
+namespace {
+
+const std::string kRequestGet =
+    R"('{"protocol":"http","source":{"principal":"cluster.local/ns/default/sa/frontend"},)"
+    R"("method":"GET","path":"/api/v1/data"}')";
+
+}  // namespace
+
+TEST_CASE("check on the seed scenario reproduces Istio: the frontend's GET is denied") {
+  const auto r = run_tollgate("check -f '" + source_path("examples/seed") +
+                              "' --workload default/backend --request " + kRequestGet);
+  INFO(r.out << r.err);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.out, Catch::StartsWith("DENY  by default/deny-all-backend (DENY, rule 0)"));
+  CHECK_THAT(r.out, Catch::Contains("DENY is evaluated before ALLOW"));
+  CHECK_THAT(r.out, Catch::Contains("default/allow-frontend-get-data, default/deny-all-backend"));
+}
+
+TEST_CASE("check on the corrected scenario allows the GET and names the ALLOW policy") {
+  const auto r = run_tollgate("check -o json -f '" + source_path("examples/seed-fixed") +
+                              "' --workload default/app=backend/backend --request " +
+                              kRequestGet);
+  INFO(r.out << r.err);
+  REQUIRE(r.status == 0);
+  const json d = json::parse(r.out);
+  CHECK(d["decision"] == "ALLOW");
+  CHECK(d["policy"] == "default/allow-frontend-get-data");
+  CHECK(d["workload"]["labels"]["app"] == "backend");
+}
+
+TEST_CASE("lint on the seed scenario reports the useless ALLOW policy and exits 1") {
+  const auto r = run_tollgate("lint -f '" + source_path("examples/seed") + "'");
+  INFO(r.out << r.err);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.out, Catch::Contains("error TG101 default/allow-frontend-get-data"));
+  CHECK_THAT(r.out, Catch::Contains("can never take effect"));
+  const auto j = run_tollgate("lint -o json -f '" + source_path("examples/seed") + "'");
+  const json out = json::parse(j.out);
+  CHECK(out["errors"] == 1);
+  bool found = false;
+  for (const auto& f : out["findings"]) found = found || f["code"] == "TG101";
+  CHECK(found);
+  const auto fixed = run_tollgate("lint -f '" + source_path("examples/seed-fixed") + "'");
+  CHECK(fixed.status == 0);
+}
+
+TEST_CASE("check and lint name bad inputs and exit 2") {
+  auto r = run_tollgate("check -f /nonexistent --workload a/b --request '{}'");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("/nonexistent: no such file or directory"));
+  r = run_tollgate("check -f '" + source_path("examples/seed") +
+                   "' --workload default/nope --request '{}'");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("no workload default/nope"));
+  r = run_tollgate("check -f '" + source_path("examples/seed") +
+                   "' --workload default/backend --request '{\"port\":\"x\"}'");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--request: request.port"));
+  r = run_tollgate("check -f '" + source_path("examples/seed") +
+                   "' --workload default/backend --request '{' ");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--request: not valid JSON"));
+  r = run_tollgate("frobnicate");
+  CHECK(r.status != 0);
+}
+
+TEST_CASE("eval reports input errors as {error} objects and never crashes on garbage") {
+  auto r = run_tollgate("eval", "[1,2]");
+  CHECK(r.status == 1);
+  CHECK(json::parse(r.out)["error"] == "input: must be an object");
+  r = run_tollgate("eval", R"({"workload":{"namespace":"x"},"request":{},"policies":[{"kind":"Pod"}]})");
+  CHECK(r.status == 1);
+  CHECK(json::parse(r.out)["error"] == "policies[0]: kind must be AuthorizationPolicy");
+  r = run_tollgate("eval", R"({"workload":{"namespace":"x"},"request":{},"extra":1})");
+  CHECK(json::parse(r.out)["error"] == "input.extra: unknown field");
+  std::string garbage;
+  for (int i = 0; i < 256; ++i) {
+    if (i != '\n') garbage.push_back(static_cast<char>(i));
+  }
+  r = run_tollgate("eval --jsonl", garbage + "\n\n" + R"({"workload":{"namespace":"x"},"request":{}})" + "\n");
+  CHECK(r.status == 1);
+  std::istringstream lines(r.out);
+  std::string l1, l2;
+  std::getline(lines, l1);
+  std::getline(lines, l2);
+  CHECK(json::parse(l1).contains("error"));
+  CHECK(json::parse(l2)["decision"] == "ALLOW");
+}
+
+TEST_CASE("eval --jsonl caches per policy set but never mixes two sets up") {
+  const std::string allow_a =
+      R"({"policies":[{"kind":"AuthorizationPolicy","metadata":{"name":"a","namespace":"n"},)"
+      R"("spec":{"rules":[{"to":[{"operation":{"paths":["/a"]}}]}]}}],)"
+      R"("workload":{"namespace":"n"},"request":{"path":"/a"}})";
+  std::string allow_b = allow_a;
+  allow_b.replace(allow_b.find("\"/a\"]"), 5, "\"/b\"]");
+  const auto r = run_tollgate("eval --jsonl", allow_a + "\n" + allow_b + "\n" + allow_a + "\n");
+  REQUIRE(r.status == 0);
+  std::istringstream lines(r.out);
+  std::string l1, l2, l3;
+  std::getline(lines, l1);
+  std::getline(lines, l2);
+  std::getline(lines, l3);
+  CHECK(json::parse(l1)["decision"] == "ALLOW");
+  CHECK(json::parse(l2)["decision"] == "DENY");
+  CHECK(json::parse(l3)["decision"] == "ALLOW");
+}

@@ -99,3 +99,12 @@ TEST_CASE("mesh settings and workloads are parsed strictly") {
         "workload.namespace: is required");
   CHECK_FALSE(parse_workload(nlohmann::json::parse(R"({"namespace":"n","labels":{"a":1}})")).ok());
 }
+
+TEST_CASE("YAML with invalid UTF-8 is refused with its position") {
+  auto r = parse_documents("a: \"x\xff\"\n", "u.yaml");
+  REQUIRE_FALSE(r.ok());
+  CHECK_THAT(r.error().message, Catch::Contains("UTF-8"));
+  auto ok = parse_documents("a: \"h\xc3\xa9llo \xf0\x9f\x98\x80\"\n", "u.yaml");
+  REQUIRE(ok.ok());
+  CHECK((*ok)[0].object["a"] == "h\xc3\xa9llo \xf0\x9f\x98\x80");
+}
