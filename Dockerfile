@@ -1,0 +1,17 @@
+# Build with the same install script and build commands as CI (scripts/dev).
+FROM debian:bookworm AS build
+WORKDIR /src
+COPY . .
+RUN bash scripts/install-deps.sh \
+ && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DTOLLGATE_TESTS=OFF -DTOLLGATE_BENCH=OFF \
+ && cmake --build build --target tollgate
+
+FROM debian:bookworm-slim
+RUN apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends libyaml-cpp0.7 libsimdjson14 libssl3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/build/tollgate /usr/local/bin/tollgate
+COPY --from=build /src/examples /usr/share/tollgate/examples
+USER 65532:65532
+ENTRYPOINT ["tollgate"]
+CMD ["lint", "-f", "/usr/share/tollgate/examples/seed"]

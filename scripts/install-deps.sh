@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The one list of what tollgate needs on Debian bookworm: used by README, .ci/run and the
+# Dockerfile, so they cannot drift. TOLLGATE_SKIP_APT=1 skips it (packages already there).
+set -euo pipefail
+
+packages=(
+  build-essential g++ cmake ninja-build pkg-config git ca-certificates
+  clang libclang-rt-14-dev clang-format
+  libboost-dev libboost-system-dev libssl-dev
+  nlohmann-json3-dev libsimdjson-dev libyaml-cpp-dev libcli11-dev libspdlog-dev
+  catch2 librapidcheck-dev
+)
+
+if [[ "${TOLLGATE_SKIP_APT:-0}" == 1 ]]; then
+  exit 0
+fi
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "install-deps: run as root or install sudo" >&2; exit 1; }
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+echo "install-deps: ${#packages[@]} packages present"
