@@ -174,6 +174,7 @@ int run_lint(const LintOptions& o) {
   compile::LintInput in;
   in.policies = s.policies;
   in.workloads = s.workloads;
+  in.services = s.services;
   in.service_accounts = &s.service_accounts;
   in.namespaces = &s.namespaces;
   in.mesh = *mesh;

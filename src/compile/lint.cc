@@ -1,6 +1,8 @@
 #include "tollgate/compile/lint.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <map>
 
 #include "tollgate/compile/compile.h"
@@ -33,6 +35,54 @@ void for_each_match(const policy::Rule& r, F f) {
 
 std::string workload_name(const policy::Workload& w) {
   return w.namespace_ + "/" + (w.name.empty() ? "(workload)" : w.name);
+}
+
+// Istio's protocol for a Service port: appProtocol, else the name's prefix before '-'.
+// Returns the protocol when it is not HTTP (so HTTP-only fields cannot apply), else "".
+std::string tcp_protocol(const policy::ServicePort& p) {
+  std::string proto = p.app_protocol;
+  if (proto.empty()) proto = p.name.substr(0, p.name.find('-'));
+  for (char& c : proto) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  static const char* kTcp[] = {"tcp", "tls", "https", "mongo", "mysql", "redis"};
+  for (const char* t : kTcp) {
+    if (proto == t) return proto;
+  }
+  return "";
+}
+
+// Workload ports that receive non-HTTP traffic: "port 5432 (service db, port name tcp-pg)".
+std::vector<std::pair<int, std::string>> tcp_ports(const policy::Workload& w,
+                                                   std::span<const policy::Service> services) {
+  std::vector<std::pair<int, std::string>> out;
+  for (const auto& svc : services) {
+    if (svc.namespace_ != w.namespace_ || svc.selector.empty()) continue;
+    bool selects = true;
+    for (const auto& [k, v] : svc.selector) {
+      auto it = w.labels.find(k);
+      selects = selects && it != w.labels.end() && it->second == v;
+    }
+    if (!selects) continue;
+    for (const auto& sp : svc.ports) {
+      const std::string proto = tcp_protocol(sp);
+      if (proto.empty()) continue;
+      int target = sp.port;
+      if (!sp.target_port.empty()) {
+        if (std::isdigit(static_cast<unsigned char>(sp.target_port[0]))) {
+          target = std::atoi(sp.target_port.c_str());
+        } else {
+          target = -1;
+          for (const auto& cp : w.ports) {
+            if (cp.name == sp.target_port) target = cp.number;
+          }
+          if (target < 0) continue;
+        }
+      }
+      out.emplace_back(target, "port " + std::to_string(target) + " (service " + svc.name +
+                                   " port " + std::to_string(sp.port) + ", protocol " + proto +
+                                   ")");
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -111,22 +161,39 @@ std::vector<Finding> lint(const LintInput& in) {
     for (std::size_t i = 0; i < p.rules.size(); ++i) {
       const auto& r = p.rules[i];
       if (r.null_rule || r.invalid_reason) continue;
-      bool http_only = false, has_ports = false, mtls = false;
+      bool http_only = false, mtls = false;
       for_each_match(r, [&](const policy::Match& m) {
         http_only = http_only || policy::attr_is_http_only(m.attr);
-        has_ports = has_ports || m.attr == Attr::kPort;
         mtls = mtls || policy::attr_needs_mtls(m.attr);
       });
-      // TG103: HTTP-only fields that will meet TCP traffic.
-      if (http_only && !has_ports) {
-        add(Sev::kWarning, "TG103", p, rule_path(i),
-            p.action == Action::kAllow
-                ? "uses HTTP-only fields: on TCP (non-HTTP) traffic Istio drops this ALLOW rule, "
-                  "so it never allows TCP connections"
-                : "uses HTTP-only fields: on TCP (non-HTTP) traffic Istio ignores them, so this " +
-                      std::string(policy::action_name(p.action)) +
-                      " rule matches every TCP connection its other fields match; scope it "
-                      "with ports");
+      // TG103: HTTP-only fields in a rule that will meet TCP traffic on a selected workload.
+      if (http_only) {
+        std::set<std::string> rule_ports;
+        for_each_match(r, [&](const policy::Match& m) {
+          if (m.attr == Attr::kPort) rule_ports.insert(m.values.begin(), m.values.end());
+        });
+        std::set<std::string> hits;
+        for (const auto& w : in.workloads) {
+          if (!applies_to(p, w, in.mesh)) continue;
+          for (const auto& [port, what] : tcp_ports(w, in.services)) {
+            if (rule_ports.empty() || rule_ports.count(std::to_string(port)) > 0) {
+              hits.insert(workload_name(w) + " " + what);
+            }
+          }
+        }
+        if (!hits.empty()) {
+          std::string where;
+          for (const auto& h : hits) where += (where.empty() ? "" : "; ") + h;
+          add(Sev::kWarning, "TG103", p, rule_path(i),
+              "uses HTTP-only fields but meets TCP traffic on " + where +
+                  (p.action == Action::kAllow
+                       ? ": Istio drops this ALLOW rule there, so it never allows those "
+                         "connections"
+                       : ": Istio ignores those fields there, so this " +
+                             std::string(policy::action_name(p.action)) +
+                             " rule matches every such connection its other fields match; "
+                             "scope it with ports"));
+        }
       }
       // TG105: identities need mTLS.
       if (mtls) {

@@ -63,6 +63,17 @@ void add_pod_like(ClusterState& s, const json& o, const json* template_, const s
     std::string sa = str_at(*spec, {"serviceAccountName"});
     if (sa.empty()) sa = str_at(*spec, {"serviceAccount"});
     if (!sa.empty()) w.service_account = sa;
+    if (auto cs = spec->find("containers"); cs != spec->end() && cs->is_array()) {
+      for (const auto& c : *cs) {
+        const json* ports = at(c, {"ports"});
+        if (ports == nullptr || !ports->is_array()) continue;
+        for (const auto& p : *ports) {
+          const json* num = at(p, {"containerPort"});
+          if (num == nullptr || !num->is_number_integer()) continue;
+          w.ports.push_back({num->get<int>(), str_at(p, {"name"})});
+        }
+      }
+    }
     auto hn = spec->find("hostNetwork");
     if (hn != spec->end() && hn->is_boolean() && hn->get<bool>()) return;  // not a workload
   }
@@ -93,6 +104,33 @@ void add_object(ClusterState& s, const json& o, const std::string& origin) {
     s.namespaces.insert(ns);
   } else if (kind == "CronJob") {
     add_pod_like(s, o, at(o, {"spec", "jobTemplate", "spec", "template"}), ns, origin);
+    s.namespaces.insert(ns);
+  } else if (kind == "Service") {
+    policy::Service svc;
+    svc.namespace_ = ns;
+    svc.name = name;
+    if (const json* sel = at(o, {"spec", "selector"}); sel != nullptr && sel->is_object()) {
+      for (const auto& [k, v] : sel->items()) {
+        if (v.is_string()) svc.selector[k] = v.get<std::string>();
+      }
+    }
+    if (const json* ports = at(o, {"spec", "ports"}); ports != nullptr && ports->is_array()) {
+      for (const auto& p : *ports) {
+        policy::ServicePort sp;
+        if (const json* n = at(p, {"port"}); n != nullptr && n->is_number_integer()) {
+          sp.port = n->get<int>();
+        }
+        if (const json* t = at(p, {"targetPort"}); t != nullptr) {
+          sp.target_port = t->is_string() ? t->get<std::string>()
+                           : t->is_number_integer() ? std::to_string(t->get<int>())
+                                                    : "";
+        }
+        sp.name = str_at(p, {"name"});
+        sp.app_protocol = str_at(p, {"appProtocol"});
+        svc.ports.push_back(std::move(sp));
+      }
+    }
+    s.services.push_back(std::move(svc));
     s.namespaces.insert(ns);
   } else if (kind == "ServiceAccount") {
     s.service_accounts.insert(ns + "/" + name);

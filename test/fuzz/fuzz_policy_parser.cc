@@ -32,6 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   compile::LintInput in;
   in.policies = state.policies;
   in.workloads = state.workloads;
+  in.services = state.services;
   in.service_accounts = &state.service_accounts;
   in.namespaces = &state.namespaces;
   (void)compile::lint(in);

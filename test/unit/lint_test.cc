@@ -29,6 +29,7 @@ Linted run(const std::string& yaml) {
   compile::LintInput in;
   in.policies = l.state.policies;
   in.workloads = l.state.workloads;
+  in.services = l.state.services;
   in.service_accounts = &l.state.service_accounts;
   in.namespaces = &l.state.namespaces;
   l.findings = compile::lint(in);
@@ -74,7 +75,7 @@ spec:
   CHECK_THAT(f[0]->message, Catch::Contains("default/deny-all-backend"));
   CHECK(l.with("TG104").empty());  // the frontend service account exists
   CHECK(l.with("TG105").size() == 1);
-  CHECK(l.with("TG103").size() == 1);  // methods without ports will meet TCP
+  CHECK(l.with("TG103").empty());  // no Service declares a TCP port: traffic is HTTP
 }
 
 TEST_CASE("lint finds selectors matching nothing and principals naming missing accounts") {
@@ -115,4 +116,44 @@ spec: {action: DENY, rules: [{}, {to: [{operation: {ports: [abc]}}]}]}
   const auto bad = l.with("TG003");
   REQUIRE(bad.size() == 1);
   CHECK(bad[0]->path == "spec.rules[1].to[0].operation.ports[0]");
+}
+
+TEST_CASE("lint warns when HTTP-only fields meet a port a Service declares as TCP") {
+  const auto l = run(R"(
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: db, namespace: data}
+spec:
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: pg, ports: [{containerPort: 5432, name: pg}, {containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: data}
+spec:
+  selector: {app: db}
+  ports:
+  - {name: tcp-postgres, port: 5432, targetPort: pg}
+  - {name: http-admin, port: 80, targetPort: 8080}
+---
+kind: AuthorizationPolicy
+metadata: {name: deny-get, namespace: data}
+spec: {action: DENY, rules: [{to: [{operation: {methods: [DELETE]}}]}]}
+---
+kind: AuthorizationPolicy
+metadata: {name: allow-admin, namespace: data}
+spec: {rules: [{to: [{operation: {methods: [GET], ports: ["8080"]}}]}]}
+---
+kind: AuthorizationPolicy
+metadata: {name: allow-pg, namespace: data}
+spec: {rules: [{to: [{operation: {paths: [/x], ports: ["5432"]}}]}]}
+)");
+  const auto f = l.with("TG103");
+  REQUIRE(f.size() == 2);
+  CHECK(f[0]->object == "data/allow-pg");
+  CHECK_THAT(f[0]->message, Catch::Contains("port 5432 (service db port 5432, protocol tcp)"));
+  CHECK_THAT(f[0]->message, Catch::Contains("drops this ALLOW rule"));
+  CHECK(f[1]->object == "data/deny-get");
+  CHECK_THAT(f[1]->message, Catch::Contains("matches every such connection"));
 }

@@ -123,12 +123,32 @@ struct MeshConfig {
   PathNormalization path_normalization = PathNormalization::kBase;
 };
 
+struct ContainerPort {
+  int number = 0;
+  std::string name;
+};
+
 // What the controller knows of a workload (a pod, or a workload described directly).
 struct Workload {
   std::string namespace_;
   std::string name;  // pod name; may be empty for a described workload
   std::map<std::string, std::string> labels;
   std::string service_account = "default";
+  std::vector<ContainerPort> ports;
+};
+
+// A Service, for the protocol Istio selects per port (name prefix or appProtocol).
+struct ServicePort {
+  int port = 0;
+  std::string target_port;  // a number, a container port name, or empty (= port)
+  std::string name;
+  std::string app_protocol;
+};
+struct Service {
+  std::string namespace_;
+  std::string name;
+  std::map<std::string, std::string> selector;
+  std::vector<ServicePort> ports;
 };
 
 }  // namespace tollgate::policy

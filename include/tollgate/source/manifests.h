@@ -16,6 +16,7 @@ struct ClusterState {
   std::vector<policy::Policy> policies;
   std::vector<std::string> policy_origins;  // parallel to policies: "file.yaml#2"
   std::vector<policy::Workload> workloads;
+  std::vector<policy::Service> services;
   std::set<std::string> service_accounts;  // "ns/name"
   std::set<std::string> namespaces;
   std::vector<std::string> errors;  // files or documents that could not be read
