@@ -124,7 +124,22 @@ int run_check(const CheckOptions& o) {
   eval::prepare(*request, table.path_normalization, prepared);
   const eval::Decision d = eval::evaluate(table, prepared);
   json dj = eval::decision_json(table, d, prepared);
+  // When ALLOW policies apply and none matched, say why each ALLOW rule missed.
+  std::vector<std::pair<const compile::TableRule*, std::string>> misses;
+  if (d.why == eval::Why::kNoAllowMatched) {
+    for (const auto& rule : table.allow) {
+      if (misses.size() == 10) break;
+      misses.emplace_back(&rule, eval::mismatch(rule, prepared));
+    }
+  }
   if (o.output == "json") {
+    if (!misses.empty()) {
+      json arr = json::array();
+      for (const auto& [rule, why] : misses) {
+        arr.push_back({{"policy", rule->policy}, {"rule", rule->rule}, {"mismatch", why}});
+      }
+      dj["allowRulesNotMatched"] = std::move(arr);
+    }
     dj["workload"] = {{"namespace", workload->namespace_},
                       {"labels", workload->labels},
                       {"serviceAccount", workload->service_account}};
@@ -149,6 +164,10 @@ int run_check(const CheckOptions& o) {
     std::cout << (i ? ", " : "") << table.policies[i];
   }
   std::cout << "\n";
+  for (const auto& [rule, why] : misses) {
+    std::cout << "  not allowed by " << rule->policy << " rule " << rule->rule << ": " << why
+              << "\n";
+  }
   if (d.audit != nullptr) std::cout << "  audited by " << d.audit->policy << "\n";
   if (d.dry_run_evaluated) {
     std::cout << "  dry-run policies would " << (d.dry_run_allowed ? "ALLOW" : "DENY");

@@ -1,6 +1,7 @@
 // Matching a prepared request against a decision table.
 #include "tollgate/eval/evaluate.h"
 
+#include <optional>
 #include <string_view>
 
 namespace tollgate::eval {
@@ -346,6 +347,106 @@ Decision evaluate(const compile::DecisionTable& t, const Request& req) {
   PreparedRequest r;
   prepare(req, t.path_normalization, r);
   return evaluate(t, r);
+}
+
+namespace {
+
+// The request's value of an attribute, as a person would write it; nullopt when absent.
+std::optional<std::string> attribute_text(const Predicate& p, const PreparedRequest& r,
+                                          bool jwt_visible) {
+  auto quoted = [](std::string_view v) { return "\"" + std::string(v) + "\""; };
+  switch (p.attr) {
+    case Attr::kSourcePrincipal:
+    case Attr::kSourceNamespace:
+    case Attr::kSourceServiceAccount:
+    case Attr::kSourceTrustDomain:
+      if (!r.peer) return std::nullopt;
+      return "peer " + quoted(r.principal);
+    case Attr::kSourceIp: return r.request->source_ip ? std::optional(quoted(*r.request->source_ip)) : std::nullopt;
+    case Attr::kRemoteIp: return r.request->remote_ip ? std::optional(quoted(*r.request->remote_ip)) : std::nullopt;
+    case Attr::kDestinationIp:
+      return r.request->destination_ip ? std::optional(quoted(*r.request->destination_ip)) : std::nullopt;
+    case Attr::kRequestPrincipal:
+    case Attr::kAudiences:
+    case Attr::kPresenter:
+    case Attr::kClaim:
+      if (!jwt_visible) return std::nullopt;
+      if (!r.jwt) return std::nullopt;
+      if (p.attr == Attr::kRequestPrincipal && r.iss != nullptr) {
+        return quoted(*r.iss + "/" + (r.sub != nullptr ? *r.sub : ""));
+      }
+      return std::string("the JWT's claims");
+    case Attr::kHost: return r.has_host ? std::optional(quoted(r.host)) : std::nullopt;
+    case Attr::kMethod: return r.request->method ? std::optional(quoted(*r.request->method)) : std::nullopt;
+    case Attr::kPath: return r.has_path ? std::optional(quoted(r.path)) : std::nullopt;
+    case Attr::kPort: return r.port.empty() ? std::nullopt : std::optional(r.port);
+    case Attr::kHeader: {
+      const std::string* v = header(r, p.arg);
+      return v != nullptr ? std::optional(quoted(*v)) : std::nullopt;
+    }
+    case Attr::kSni: return r.request->sni ? std::optional(quoted(*r.request->sni)) : std::nullopt;
+    case Attr::kMetadata: return std::string("the dynamic metadata");
+  }
+  return std::nullopt;
+}
+
+std::string predicate_name(const Predicate& p) {
+  std::string n = policy::attr_name(p.attr);
+  if (p.attr == Attr::kHeader) n += "[" + p.arg + "]";
+  if (p.attr == Attr::kClaim || p.attr == Attr::kMetadata) {
+    std::string arg = p.arg;
+    for (char& c : arg) {
+      if (c == '\0') c = '.';
+    }
+    n += "[" + arg + "]";
+  }
+  return n;
+}
+
+std::string values_text(const Predicate& p) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < p.values.size() && i < 5; ++i) s += (i ? ", " : "") + p.values[i];
+  if (p.values.size() > 5) s += ", ... " + std::to_string(p.values.size() - 5) + " more";
+  return s + "]";
+}
+
+std::string conj_mismatch(const compile::Conjunction& c, const PreparedRequest& r,
+                          bool jwt_visible) {
+  std::string out;
+  for (const auto& p : c.all) {
+    if (p.http_only && !r.http) continue;
+    if (any_value(p, r, jwt_visible) != p.negate) continue;
+    const auto have = attribute_text(p, r, jwt_visible);
+    std::string s = predicate_name(p) + " is " + (have ? *have : std::string("absent"));
+    s += p.negate ? ", which is excluded by " : ", not one of ";
+    s += values_text(p);
+    out += (out.empty() ? "" : "; ") + s;
+  }
+  return out;
+}
+
+std::string side_mismatch(const std::vector<compile::Conjunction>& side, const char* what,
+                          const PreparedRequest& r, bool jwt_visible) {
+  if (side_matches(side, r, jwt_visible)) return "";
+  if (side.size() == 1) return conj_mismatch(side[0], r, jwt_visible);
+  std::string out = std::string("no ") + what + " entry matched: ";
+  for (std::size_t i = 0; i < side.size() && i < 3; ++i) {
+    out += (i ? " | " : "") + conj_mismatch(side[i], r, jwt_visible);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string mismatch(const TableRule& rule, const PreparedRequest& r, bool custom_stage) {
+  if (rule.tcp_dropped && !r.http) {
+    return "it uses HTTP-only fields, so Istio does not generate it for TCP traffic";
+  }
+  const std::string to = side_mismatch(rule.permissions, "to", r, !custom_stage);
+  const std::string from = side_mismatch(rule.principals, "from", r, !custom_stage);
+  if (to.empty()) return from;
+  if (from.empty()) return to;
+  return from + "; " + to;
 }
 
 std::string reason(const compile::DecisionTable& t, const Decision& d, const PreparedRequest& r) {

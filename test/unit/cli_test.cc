@@ -36,6 +36,13 @@ TEST_CASE("check on the corrected scenario allows the GET and names the ALLOW po
   CHECK(d["decision"] == "ALLOW");
   CHECK(d["policy"] == "default/allow-frontend-get-data");
   CHECK(d["workload"]["labels"]["app"] == "backend");
+  const auto post = run_tollgate(
+      "check -f '" + source_path("examples/seed-fixed") + "' --workload default/backend " +
+      R"(--request '{"source":{"principal":"cluster.local/ns/default/sa/frontend"},"method":"POST","path":"/api/v1/data"}')");
+  REQUIRE(post.status == 0);
+  CHECK_THAT(post.out, Catch::StartsWith("DENY  (default: no policy decided)"));
+  CHECK_THAT(post.out, Catch::Contains("not allowed by default/allow-frontend-get-data rule 0: "
+                                       "request.method is \"POST\", not one of [GET]"));
 }
 
 TEST_CASE("lint on the seed scenario reports the useless ALLOW policy and exits 1") {

@@ -260,3 +260,24 @@ TEST_CASE("10,000 exact principals are looked up, not scanned, and still match e
   CHECK(decide(ps, w, R"({"source":{"principal":"td/ns/n/sa/s9999"}})").decision == "ALLOW");
   CHECK(decide(ps, w, R"({"source":{"principal":"td/ns/n/sa/s10000"}})").decision == "DENY");
 }
+
+TEST_CASE("mismatch says which fields of a rule the request failed, and is empty on a match") {
+  auto ps = mk_policies(kSeed);
+  ps.erase(ps.begin());
+  const auto t = compile::compile_table(ps, mk_workload("default", {{"app", "backend"}}), {});
+  REQUIRE(t.allow.size() == 1);
+  auto why = [&](const char* req_text) {
+    const auto req = testing::mk_request(req_text);
+    eval::PreparedRequest p;
+    eval::prepare(req, t.path_normalization, p);
+    return eval::mismatch(t.allow[0], p);
+  };
+  CHECK(why(kFrontendGet).empty());
+  CHECK(why(R"({"method":"GET","path":"/api/v1/data"})") ==
+        "source.principal is absent, not one of [cluster.local/ns/default/sa/frontend]");
+  CHECK(why(R"({"source":{"principal":"cluster.local/ns/default/sa/frontend"},"method":"PUT",
+                "path":"/x"})") ==
+        "request.method is \"PUT\", not one of [GET]; request.path is \"/x\", not one of "
+        "[/api/v1/data]");
+  CHECK_THAT(why(R"({"protocol":"tcp"})"), Catch::Contains("not generate it for TCP"));
+}

@@ -39,6 +39,11 @@ Decision evaluate(const compile::DecisionTable& t, const Request& r);
 // Does `rule` match? (Exposed for explanations and tests.) `custom_stage` hides JWT data.
 bool rule_matches(const compile::TableRule& rule, const PreparedRequest& r, bool custom_stage);
 
+// Why `rule` does not match `r`, for people: e.g. "request.method is \"POST\", not one of
+// [GET]". Empty when the rule matches.
+std::string mismatch(const compile::TableRule& rule, const PreparedRequest& r,
+                     bool custom_stage = false);
+
 // A sentence a person can read.
 std::string reason(const compile::DecisionTable& t, const Decision& d, const PreparedRequest& r);
 
