@@ -36,7 +36,8 @@ util::Result<policy::Workload> resolve_workload(const std::string& spec,
                                                 const source::ClusterState& s) {
   auto slash = spec.find('/');
   if (slash == std::string::npos || slash == 0) {
-    return util::make_error("--workload: expected NAMESPACE/POD or NAMESPACE/LABELS/SERVICEACCOUNT");
+    return util::make_error(
+        "--workload: expected NAMESPACE/POD or NAMESPACE/LABELS/SERVICEACCOUNT");
   }
   const std::string ns = spec.substr(0, slash);
   const std::string rest = spec.substr(slash + 1);
@@ -156,8 +157,8 @@ int run_check(const CheckOptions& o) {
   }
   std::cout << "\n  " << dj["reason"].get<std::string>() << "\n";
   std::cout << "  workload " << workload->namespace_ << "/"
-            << (workload->name.empty() ? "(described)" : workload->name)
-            << " (service account " << workload->service_account << ")\n";
+            << (workload->name.empty() ? "(described)" : workload->name) << " (service account "
+            << workload->service_account << ")\n";
   std::cout << "  policies that apply: ";
   if (table.policies.empty()) std::cout << "none";
   for (std::size_t i = 0; i < table.policies.size(); ++i) {
@@ -203,8 +204,8 @@ int run_lint(const LintOptions& o) {
   if (o.output == "json") {
     json arr = json::array();
     for (const auto& f : findings) arr.push_back(finding_json(f));
-    std::cout << json{{"findings", arr}, {"errors", errors}}.dump(
-                     2, ' ', false, json::error_handler_t::replace)
+    std::cout << json{{"findings", arr}, {"errors", errors}}.dump(2, ' ', false,
+                                                                  json::error_handler_t::replace)
               << "\n";
   } else {
     for (const auto& f : findings) std::cout << format_finding(f) << "\n";

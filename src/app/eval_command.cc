@@ -54,15 +54,16 @@ json decide(const json& in, std::unordered_map<std::string, Compiled>& cache) {
       for (std::size_t i = 0; i < pit->size(); ++i) {
         const json& p = (*pit)[i];
         if (!policy::is_authorization_policy(p)) {
-          return {{"error", "policies[" + std::to_string(i) + "]: kind must be AuthorizationPolicy"}};
+          return {
+              {"error", "policies[" + std::to_string(i) + "]: kind must be AuthorizationPolicy"}};
         }
         policies.push_back(policy::parse_policy(p));
       }
     }
     if (cache.size() > 4096) cache.clear();
-    cached = cache.emplace(std::move(key),
-                           Compiled{compile::compile_table(policies, *workload, *mesh)})
-                 .first;
+    cached =
+        cache.emplace(std::move(key), Compiled{compile::compile_table(policies, *workload, *mesh)})
+            .first;
   }
   auto request = eval::parse_request(*rit);
   if (!request.ok()) return {{"error", request.error().message}};

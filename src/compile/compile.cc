@@ -27,7 +27,8 @@ std::vector<std::string> expand_principal(const std::string& v, const policy::Me
   std::size_t start = 0;
   while (true) {
     std::size_t slash = v.find('/', start);
-    parts.push_back(v.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
+    parts.push_back(
+        v.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
     if (slash == std::string::npos) break;
     start = slash + 1;
   }
@@ -42,8 +43,7 @@ std::vector<std::string> expand_principal(const std::string& v, const policy::Me
   return out;
 }
 
-std::vector<std::string> expand_trust_domain(const std::string& v,
-                                             const policy::MeshConfig& mesh) {
+std::vector<std::string> expand_trust_domain(const std::string& v, const policy::MeshConfig& mesh) {
   const auto tds = mesh_trust_domains(mesh);
   if (std::find(tds.begin(), tds.end(), v) != tds.end()) return tds;
   return {v};
@@ -56,8 +56,10 @@ util::Result<std::vector<std::string>> canonical(Attr attr, const std::string& v
   auto ok = policy::check_value(attr, value);
   if (!ok.ok()) return ok.error();
   switch (attr) {
-    case Attr::kSourcePrincipal: return expand_principal(value, mesh);
-    case Attr::kSourceTrustDomain: return expand_trust_domain(value, mesh);
+    case Attr::kSourcePrincipal:
+      return expand_principal(value, mesh);
+    case Attr::kSourceTrustDomain:
+      return expand_trust_domain(value, mesh);
     case Attr::kSourceServiceAccount:
       if (value.find('/') == std::string::npos) return std::vector{p.namespace_ + "/" + value};
       return std::vector{value};
@@ -68,9 +70,12 @@ util::Result<std::vector<std::string>> canonical(Attr attr, const std::string& v
     }
     case Attr::kSourceIp:
     case Attr::kRemoteIp:
-    case Attr::kDestinationIp: return std::vector{policy::parse_cidr(value)->to_string()};
-    case Attr::kPort: return std::vector{std::to_string(*policy::parse_port(value))};
-    default: return std::vector{value};
+    case Attr::kDestinationIp:
+      return std::vector{policy::parse_cidr(value)->to_string()};
+    case Attr::kPort:
+      return std::vector{std::to_string(*policy::parse_port(value))};
+    default:
+      return std::vector{value};
   }
 }
 
@@ -153,8 +158,9 @@ bool build_rule(const policy::Policy& p, std::size_t i, Action action,
   build_side(r.from, when_principal, out.principals);
   build_side(r.to, when_permission, out.permissions);
   if (b.dropped) {
-    std::string msg = where + " dropped (an ALLOW rule with a value Istio cannot generate allows "
-                              "nothing):";
+    std::string msg = where +
+                      " dropped (an ALLOW rule with a value Istio cannot generate allows "
+                      "nothing):";
     for (const auto& w : b.why) msg += " " + w + ";";
     msg.pop_back();
     notes.push_back(msg);
@@ -225,18 +231,29 @@ DecisionTable compile_table(std::span<const policy::Policy> policies, const poli
     t.policies.push_back(p.key());
     const bool dry = p.dry_run && (p.action == Action::kAllow || p.action == Action::kDeny);
     if (p.action == Action::kAllow) {
-      if (dry) t.has_dry_run_allow = true;
-      else t.has_allow = true;
+      if (dry)
+        t.has_dry_run_allow = true;
+      else
+        t.has_allow = true;
     }
     for (std::size_t i = 0; i < p.rules.size(); ++i) {
       TableRule r;
       if (!build_rule(p, i, p.action, mesh, r, t.notes)) continue;
       switch (p.action) {
-        case Action::kAllow: (dry ? t.dry_run_allow : t.allow).push_back(std::move(r)); break;
-        case Action::kDeny: (dry ? t.dry_run_deny : t.deny).push_back(std::move(r)); break;
-        case Action::kAudit: t.audit.push_back(std::move(r)); break;
-        case Action::kCustom: custom_by_provider[p.provider].push_back(std::move(r)); break;
-        case Action::kUnknown: break;
+        case Action::kAllow:
+          (dry ? t.dry_run_allow : t.allow).push_back(std::move(r));
+          break;
+        case Action::kDeny:
+          (dry ? t.dry_run_deny : t.deny).push_back(std::move(r));
+          break;
+        case Action::kAudit:
+          t.audit.push_back(std::move(r));
+          break;
+        case Action::kCustom:
+          custom_by_provider[p.provider].push_back(std::move(r));
+          break;
+        case Action::kUnknown:
+          break;
       }
     }
   }
@@ -280,8 +297,8 @@ DecisionTable compile_table(std::span<const policy::Policy> policies, const poli
       s.type = provider_type(name);
       if (s.type.empty()) {
         s.deny_on_match = true;
-        s.deny_reason = "CUSTOM provider \"" + name +
-                        "\" is not defined in the mesh's extensionProviders";
+        s.deny_reason =
+            "CUSTOM provider \"" + name + "\" is not defined in the mesh's extensionProviders";
         for (auto& r : rules) r.name += "-deny-due-to-bad-CUSTOM-action";
       }
       s.rules = std::move(rules);

@@ -121,7 +121,9 @@ std::vector<Finding> lint(const LintInput& in) {
             "ALLOW policy " + a->key() + " can never take effect on " + workload_name(w) +
                 ": DENY policy " + d->key() + " " + rule_path(deny_rule[d]) +
                 " is an empty rule that matches every request, and DENY is evaluated before "
-                "ALLOW. Delete " + d->key() + " (any ALLOW policy already denies what it does "
+                "ALLOW. Delete " +
+                d->key() +
+                " (any ALLOW policy already denies what it does "
                 "not match) or give its rule conditions");
       }
     }
@@ -136,8 +138,7 @@ std::vector<Finding> lint(const LintInput& in) {
       if (!any) {
         add(Sev::kWarning, "TG102", p, p.selector ? "spec.selector" : "metadata.namespace",
             p.selector ? "selector matches no workload in the given manifests"
-                       : "no workload in namespace " + p.namespace_ +
-                             " in the given manifests");
+                       : "no workload in namespace " + p.namespace_ + " in the given manifests");
       }
     }
     if (!p.target_refs.empty()) {
@@ -237,8 +238,10 @@ std::vector<Finding> lint(const LintInput& in) {
               }
             } else if (m.attr == Attr::kSourceServiceAccount) {
               auto sl = v.find('/');
-              if (sl == std::string::npos) check(p.namespace_, v, path, v);
-              else check(v.substr(0, sl), v.substr(sl + 1), path, v);
+              if (sl == std::string::npos)
+                check(p.namespace_, v, path, v);
+              else
+                check(v.substr(0, sl), v.substr(sl + 1), path, v);
             }
           }
         };
@@ -247,9 +250,8 @@ std::vector<Finding> lint(const LintInput& in) {
       });
     }
   }
-  std::stable_sort(out.begin(), out.end(), [](const Finding& a, const Finding& b) {
-    return a.object < b.object;
-  });
+  std::stable_sort(out.begin(), out.end(),
+                   [](const Finding& a, const Finding& b) { return a.object < b.object; });
   return out;
 }
 

@@ -144,9 +144,12 @@ Glob namespace_glob(std::string_view v) {
   g.tokens.push_back({Glob::Token::kAnyRun, ""});
   push_literal(g, "/ns/");
   for (char c : v) {
-    if (c == '*') g.tokens.push_back({Glob::Token::kAnyRun, ""});
-    else if (c == '.') g.tokens.push_back({Glob::Token::kAnyChar, ""});
-    else push_literal(g, std::string_view(&c, 1));
+    if (c == '*')
+      g.tokens.push_back({Glob::Token::kAnyRun, ""});
+    else if (c == '.')
+      g.tokens.push_back({Glob::Token::kAnyChar, ""});
+    else
+      push_literal(g, std::string_view(&c, 1));
   }
   push_literal(g, "/");
   g.tokens.push_back({Glob::Token::kAnyRun, ""});
@@ -157,8 +160,10 @@ Glob namespace_glob(std::string_view v) {
 Glob trust_domain_glob(std::string_view v) {
   Glob g;
   for (char c : v) {
-    if (c == '*') g.tokens.push_back({Glob::Token::kAnyRunNoSlash, ""});
-    else push_literal(g, std::string_view(&c, 1));
+    if (c == '*')
+      g.tokens.push_back({Glob::Token::kAnyRunNoSlash, ""});
+    else
+      push_literal(g, std::string_view(&c, 1));
   }
   push_literal(g, "/");
   g.tokens.push_back({Glob::Token::kAnyRun, ""});
@@ -191,8 +196,10 @@ ValueIndex::IssSub iss_sub_for(const std::string& value, bool& exact_pair, std::
     m.iss_kind = m.sub_kind = 3;
   } else if (value.front() == '*') {
     if (found) {
-      if (iss == "*") m.iss_kind = 3;
-      else m = {2, 0, iss.substr(1), ""};
+      if (iss == "*")
+        m.iss_kind = 3;
+      else
+        m = {2, 0, iss.substr(1), ""};
       m.sub_kind = 0;
       m.sub = sub;
     } else {
@@ -202,8 +209,10 @@ ValueIndex::IssSub iss_sub_for(const std::string& value, bool& exact_pair, std::
     if (found) {
       m.iss_kind = 0;
       m.iss = iss;
-      if (sub == "*") m.sub_kind = 3;
-      else m = {0, 1, iss, sub.substr(0, sub.size() - 1)};
+      if (sub == "*")
+        m.sub_kind = 3;
+      else
+        m = {0, 1, iss, sub.substr(0, sub.size() - 1)};
     } else {
       m = {1, 3, value.substr(0, value.size() - 1), ""};
     }
@@ -231,18 +240,28 @@ void build_index(Predicate& pr) {
       case Attr::kAudiences:
       case Attr::kPresenter:
       case Attr::kClaim:
-      case Attr::kSni: add_string_value(ix, v, exact, false); break;
+      case Attr::kSni:
+        add_string_value(ix, v, exact, false);
+        break;
       case Attr::kPath:
-        if (policy::contains_path_template(v)) ix.templates.push_back(PathTemplate::parse(v));
-        else add_string_value(ix, v, exact, false);
+        if (policy::contains_path_template(v))
+          ix.templates.push_back(PathTemplate::parse(v));
+        else
+          add_string_value(ix, v, exact, false);
         break;
       case Attr::kHost:
       case Attr::kMethod:
-      case Attr::kHeader: add_string_value(ix, v, exact, true); break;
-      case Attr::kPort: exact.push_back(v); break;
+      case Attr::kHeader:
+        add_string_value(ix, v, exact, true);
+        break;
+      case Attr::kPort:
+        exact.push_back(v);
+        break;
       case Attr::kSourceNamespace:
-        if (v.find_first_of("*./") == std::string::npos) exact.push_back(v);
-        else ix.globs.push_back(namespace_glob(v));
+        if (v.find_first_of("*./") == std::string::npos)
+          exact.push_back(v);
+        else
+          ix.globs.push_back(namespace_glob(v));
         break;
       case Attr::kSourceServiceAccount: {
         auto slash = v.find('/');
@@ -250,25 +269,32 @@ void build_index(Predicate& pr) {
         break;
       }
       case Attr::kSourceTrustDomain:
-        if (v == "*") ix.any_nonempty = true;
-        else if (v.find('*') == std::string::npos) exact.push_back(v);
-        else ix.globs.push_back(trust_domain_glob(v));
+        if (v == "*")
+          ix.any_nonempty = true;
+        else if (v.find('*') == std::string::npos)
+          exact.push_back(v);
+        else
+          ix.globs.push_back(trust_domain_glob(v));
         break;
       case Attr::kSourceIp:
       case Attr::kRemoteIp:
       case Attr::kDestinationIp: {
         auto c = policy::parse_cidr(v);
         if (!c.ok()) break;
-        if (c->prefix == 128) exact.emplace_back(reinterpret_cast<const char*>(c->addr.data()), 16);
-        else ix.cidrs.push_back(*c);
+        if (c->prefix == 128)
+          exact.emplace_back(reinterpret_cast<const char*>(c->addr.data()), 16);
+        else
+          ix.cidrs.push_back(*c);
         break;
       }
       case Attr::kRequestPrincipal: {
         bool pair = false;
         std::string key;
         auto m = iss_sub_for(v, pair, key);
-        if (pair) exact.push_back(std::move(key));
-        else ix.iss_sub.push_back(std::move(m));
+        if (pair)
+          exact.push_back(std::move(key));
+        else
+          ix.iss_sub.push_back(std::move(m));
         break;
       }
       case Attr::kMetadata:

@@ -12,10 +12,14 @@ using policy::Attr;
 
 const char* normalization_name(policy::PathNormalization n) {
   switch (n) {
-    case policy::PathNormalization::kBase: return "BASE";
-    case policy::PathNormalization::kMergeSlashes: return "MERGE_SLASHES";
-    case policy::PathNormalization::kDecodeAndMergeSlashes: return "DECODE_AND_MERGE_SLASHES";
-    case policy::PathNormalization::kNone: break;
+    case policy::PathNormalization::kBase:
+      return "BASE";
+    case policy::PathNormalization::kMergeSlashes:
+      return "MERGE_SLASHES";
+    case policy::PathNormalization::kDecodeAndMergeSlashes:
+      return "DECODE_AND_MERGE_SLASHES";
+    case policy::PathNormalization::kNone:
+      break;
   }
   return "NONE";
 }
@@ -105,7 +109,8 @@ struct Reader {
 
   bool predicate(const json& j, const std::string& where, Predicate& p) {
     if (!j.is_object()) return fail(where, "must be an object");
-    if (!j.contains("attr") || !j["attr"].is_string() || !attr(j["attr"].get<std::string>(), p.attr)) {
+    if (!j.contains("attr") || !j["attr"].is_string() ||
+        !attr(j["attr"].get<std::string>(), p.attr)) {
       return fail(where + ".attr", "unknown attribute");
     }
     p.negate = j.value("not", false);
@@ -170,11 +175,16 @@ struct Reader {
       t.policy = r["policy"].get<std::string>();
       t.rule = r.value("rule", 0);
       const std::string action = r.value("action", "");
-      if (action == "ALLOW") t.action = policy::Action::kAllow;
-      else if (action == "DENY") t.action = policy::Action::kDeny;
-      else if (action == "AUDIT") t.action = policy::Action::kAudit;
-      else if (action == "CUSTOM") t.action = policy::Action::kCustom;
-      else return fail(w + ".action", "unknown action");
+      if (action == "ALLOW")
+        t.action = policy::Action::kAllow;
+      else if (action == "DENY")
+        t.action = policy::Action::kDeny;
+      else if (action == "AUDIT")
+        t.action = policy::Action::kAudit;
+      else if (action == "CUSTOM")
+        t.action = policy::Action::kCustom;
+      else
+        return fail(w + ".action", "unknown action");
       t.tcp_dropped = r.value("tcpDropped", false);
       if (!r.contains("principals") || !side(r["principals"], w + ".principals", t.principals)) {
         return fail(w, "needs principals");
@@ -245,12 +255,16 @@ util::Result<DecisionTable> table_from_json(const nlohmann::json& j) {
   Reader r;
   t.namespace_ = j.value("namespace", "");
   const std::string norm = j.value("pathNormalization", "BASE");
-  if (norm == "BASE") t.path_normalization = policy::PathNormalization::kBase;
-  else if (norm == "MERGE_SLASHES") t.path_normalization = policy::PathNormalization::kMergeSlashes;
+  if (norm == "BASE")
+    t.path_normalization = policy::PathNormalization::kBase;
+  else if (norm == "MERGE_SLASHES")
+    t.path_normalization = policy::PathNormalization::kMergeSlashes;
   else if (norm == "DECODE_AND_MERGE_SLASHES") {
     t.path_normalization = policy::PathNormalization::kDecodeAndMergeSlashes;
-  } else if (norm == "NONE") t.path_normalization = policy::PathNormalization::kNone;
-  else return util::make_error("table: unknown pathNormalization " + norm);
+  } else if (norm == "NONE")
+    t.path_normalization = policy::PathNormalization::kNone;
+  else
+    return util::make_error("table: unknown pathNormalization " + norm);
   t.has_allow = j.value("hasAllow", false);
   if (j.contains("policies")) r.strings(j["policies"], "policies", t.policies);
   if (j.contains("notes")) r.strings(j["notes"], "notes", t.notes);

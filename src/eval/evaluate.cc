@@ -75,10 +75,14 @@ bool service_account_match(std::string_view uri, std::string_view ns, std::strin
 bool kind_match(std::uint8_t kind, const std::string& want, const std::string* have) {
   if (have == nullptr) return false;
   switch (kind) {
-    case 0: return *have == want;
-    case 1: return starts_with(*have, want);
-    case 2: return ends_with(*have, want);
-    default: return !have->empty();
+    case 0:
+      return *have == want;
+    case 1:
+      return starts_with(*have, want);
+    case 2:
+      return ends_with(*have, want);
+    default:
+      return !have->empty();
   }
 }
 
@@ -129,7 +133,8 @@ const std::string* header(const PreparedRequest& r, std::string_view name) {
 bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
   const ValueIndex& ix = p.index;
   switch (p.attr) {
-    case Attr::kSourcePrincipal: return r.peer && string_match(ix, r.principal);
+    case Attr::kSourcePrincipal:
+      return r.peer && string_match(ix, r.principal);
     case Attr::kSourceNamespace: {
       if (!r.peer) return false;
       if (!ix.exact.empty()) {
@@ -161,9 +166,12 @@ bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
         if (g.matches(r.principal)) return true;
       }
       return false;
-    case Attr::kSourceIp: return ip_match(ix, r.has_source_ip, r.source_ip);
-    case Attr::kRemoteIp: return ip_match(ix, r.has_remote_ip, r.remote_ip);
-    case Attr::kDestinationIp: return ip_match(ix, r.has_destination_ip, r.destination_ip);
+    case Attr::kSourceIp:
+      return ip_match(ix, r.has_source_ip, r.source_ip);
+    case Attr::kRemoteIp:
+      return ip_match(ix, r.has_remote_ip, r.remote_ip);
+    case Attr::kDestinationIp:
+      return ip_match(ix, r.has_destination_ip, r.destination_ip);
     case Attr::kRequestPrincipal:
       if (!jwt_visible || !r.jwt) return false;
       if (!r.iss_sub_key.empty() || (r.iss != nullptr && r.sub != nullptr)) {
@@ -221,8 +229,10 @@ bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
       if (v == nullptr) return false;
       return ix.present || string_match(ix, *v);
     }
-    case Attr::kPort: return !r.port.empty() && ix.exact.contains(r.port);
-    case Attr::kSni: return r.request->sni && string_match(ix, *r.request->sni);
+    case Attr::kPort:
+      return !r.port.empty() && ix.exact.contains(r.port);
+    case Attr::kSni:
+      return r.request->sni && string_match(ix, *r.request->sni);
     case Attr::kMetadata: {
       const json& md = r.request->dynamic_metadata;
       if (!md.is_object()) return false;
@@ -310,8 +320,8 @@ Decision evaluate(const compile::DecisionTable& t, const PreparedRequest& r) {
     const Request& req = *r.request;
     auto it = req.ext_authz_by_provider.find(stage.provider);
     const std::string* answer = it != req.ext_authz_by_provider.end() ? &it->second
-                                : req.ext_authz_default           ? &*req.ext_authz_default
-                                                                  : nullptr;
+                                : req.ext_authz_default               ? &*req.ext_authz_default
+                                                                      : nullptr;
     if (answer == nullptr) {
       d.why = Why::kCustomNoAnswer;
       return d;
@@ -362,10 +372,13 @@ std::optional<std::string> attribute_text(const Predicate& p, const PreparedRequ
     case Attr::kSourceTrustDomain:
       if (!r.peer) return std::nullopt;
       return "peer " + quoted(r.principal);
-    case Attr::kSourceIp: return r.request->source_ip ? std::optional(quoted(*r.request->source_ip)) : std::nullopt;
-    case Attr::kRemoteIp: return r.request->remote_ip ? std::optional(quoted(*r.request->remote_ip)) : std::nullopt;
+    case Attr::kSourceIp:
+      return r.request->source_ip ? std::optional(quoted(*r.request->source_ip)) : std::nullopt;
+    case Attr::kRemoteIp:
+      return r.request->remote_ip ? std::optional(quoted(*r.request->remote_ip)) : std::nullopt;
     case Attr::kDestinationIp:
-      return r.request->destination_ip ? std::optional(quoted(*r.request->destination_ip)) : std::nullopt;
+      return r.request->destination_ip ? std::optional(quoted(*r.request->destination_ip))
+                                       : std::nullopt;
     case Attr::kRequestPrincipal:
     case Attr::kAudiences:
     case Attr::kPresenter:
@@ -376,16 +389,22 @@ std::optional<std::string> attribute_text(const Predicate& p, const PreparedRequ
         return quoted(*r.iss + "/" + (r.sub != nullptr ? *r.sub : ""));
       }
       return std::string("the JWT's claims");
-    case Attr::kHost: return r.has_host ? std::optional(quoted(r.host)) : std::nullopt;
-    case Attr::kMethod: return r.request->method ? std::optional(quoted(*r.request->method)) : std::nullopt;
-    case Attr::kPath: return r.has_path ? std::optional(quoted(r.path)) : std::nullopt;
-    case Attr::kPort: return r.port.empty() ? std::nullopt : std::optional(r.port);
+    case Attr::kHost:
+      return r.has_host ? std::optional(quoted(r.host)) : std::nullopt;
+    case Attr::kMethod:
+      return r.request->method ? std::optional(quoted(*r.request->method)) : std::nullopt;
+    case Attr::kPath:
+      return r.has_path ? std::optional(quoted(r.path)) : std::nullopt;
+    case Attr::kPort:
+      return r.port.empty() ? std::nullopt : std::optional(r.port);
     case Attr::kHeader: {
       const std::string* v = header(r, p.arg);
       return v != nullptr ? std::optional(quoted(*v)) : std::nullopt;
     }
-    case Attr::kSni: return r.request->sni ? std::optional(quoted(*r.request->sni)) : std::nullopt;
-    case Attr::kMetadata: return std::string("the dynamic metadata");
+    case Attr::kSni:
+      return r.request->sni ? std::optional(quoted(*r.request->sni)) : std::nullopt;
+    case Attr::kMetadata:
+      return std::string("the dynamic metadata");
   }
   return std::nullopt;
 }
@@ -469,7 +488,8 @@ std::string reason(const compile::DecisionTable& t, const Decision& d, const Pre
     return s;
   };
   switch (d.why) {
-    case Why::kRejected: return "request rejected before authorization: " + *r.rejected;
+    case Why::kRejected:
+      return "request rejected before authorization: " + *r.rejected;
     case Why::kCustomDenied:
       return rule_text(*d.rule) + "; its provider " + d.stage->provider + " denied the request";
     case Why::kCustomNoAnswer:
@@ -483,18 +503,22 @@ std::string reason(const compile::DecisionTable& t, const Decision& d, const Pre
       if (t.has_allow) s += "; DENY is evaluated before ALLOW, so no ALLOW policy can override it";
       return s;
     }
-    case Why::kNoAllowPolicy: return "no ALLOW policy applies to the workload: allowed by default";
-    case Why::kAllowMatched: return rule_text(*d.rule);
+    case Why::kNoAllowPolicy:
+      return "no ALLOW policy applies to the workload: allowed by default";
+    case Why::kAllowMatched:
+      return rule_text(*d.rule);
     case Why::kNoAllowMatched: {
       std::string names;
       int dropped = 0;
       for (const auto& rule : t.allow) {
         if (rule.tcp_dropped) ++dropped;
       }
-      std::string s = "ALLOW policies apply to the workload but no ALLOW rule matched: denied by "
-                      "default";
-      if (t.allow.empty()) s = "ALLOW policies apply to the workload but have no rule that can "
-                               "match: denied (an ALLOW policy without rules allows nothing)";
+      std::string s =
+          "ALLOW policies apply to the workload but no ALLOW rule matched: denied by "
+          "default";
+      if (t.allow.empty())
+        s = "ALLOW policies apply to the workload but have no rule that can "
+            "match: denied (an ALLOW policy without rules allows nothing)";
       if (!r.http && dropped > 0) {
         s += " (" + std::to_string(dropped) +
              " ALLOW rule(s) use HTTP-only fields and never match TCP traffic)";

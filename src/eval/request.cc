@@ -25,8 +25,8 @@ int hexval(char c) {
 }
 
 bool unreserved(int c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '.' || c == '_' || c == '~';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
 }
 
 // Decodes %XX for the characters `pred` accepts; other escapes are kept (hex upper-cased).
@@ -130,9 +130,19 @@ std::optional<std::string> normalize_path(std::string_view full, policy::PathNor
 util::Result<Request> parse_request(const json& j) {
   if (!j.is_object()) return util::make_error("request: must be an object");
   Request r;
-  static const char* kKnown[] = {"protocol", "source", "requestPrincipal", "jwtClaims",
-                                 "spaceDelimitedClaims", "method", "path", "host", "port",
-                                 "headers", "sni", "destinationIp", "extAuthzDecision",
+  static const char* kKnown[] = {"protocol",
+                                 "source",
+                                 "requestPrincipal",
+                                 "jwtClaims",
+                                 "spaceDelimitedClaims",
+                                 "method",
+                                 "path",
+                                 "host",
+                                 "port",
+                                 "headers",
+                                 "sni",
+                                 "destinationIp",
+                                 "extAuthzDecision",
                                  "dynamicMetadata"};
   for (const auto& [key, val] : j.items()) {
     bool known = false;
@@ -143,7 +153,8 @@ util::Result<Request> parse_request(const json& j) {
   if (protocol) {
     std::string p = *protocol;
     for (char& c : p) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (p == "tcp") r.tcp = true;
+    if (p == "tcp")
+      r.tcp = true;
     else if (p != "http" && p != "http2" && p != "grpc") {
       return util::make_error("request.protocol: must be \"http\" or \"tcp\"");
     }
@@ -307,8 +318,10 @@ void prepare(const Request& r, policy::PathNormalization n, PreparedRequest& out
     if (r.jwt_claims.is_object()) {
       auto iss = r.jwt_claims.find("iss");
       auto sub = r.jwt_claims.find("sub");
-      if (iss != r.jwt_claims.end() && iss->is_string()) out.iss = iss->get_ptr<const std::string*>();
-      if (sub != r.jwt_claims.end() && sub->is_string()) out.sub = sub->get_ptr<const std::string*>();
+      if (iss != r.jwt_claims.end() && iss->is_string())
+        out.iss = iss->get_ptr<const std::string*>();
+      if (sub != r.jwt_claims.end() && sub->is_string())
+        out.sub = sub->get_ptr<const std::string*>();
     } else if (r.request_principal) {
       const auto& v = *r.request_principal;
       const auto idx = v.rfind('/');

@@ -29,7 +29,7 @@ bool valid_utf8(std::string_view s) {
   std::size_t i = 0;
   while (i < s.size()) {
     const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = 0;  // continuation bytes
+    std::size_t n = 0;                   // continuation bytes
     unsigned char lo = 0x80, hi = 0xbf;  // allowed range of the first continuation byte
     if (c < 0x80) {
       n = 0;
@@ -70,7 +70,8 @@ class Converter {
     if (++nodes_ > kMaxNodes) return err(n, "document expands to too many nodes (aliases?)");
     switch (n.Type()) {
       case YAML::NodeType::Undefined:
-      case YAML::NodeType::Null: return json();
+      case YAML::NodeType::Null:
+        return json();
       case YAML::NodeType::Scalar:
         if (!valid_utf8(n.Scalar())) return err(n, "a value is not valid UTF-8");
         return scalar(n);
@@ -260,15 +261,17 @@ util::Result<MeshConfig> parse_mesh(const json& o) {
     } else if (key == "pathNormalization") {
       const json& v = val.is_object() && val.contains("normalization") ? val["normalization"] : val;
       TOLLGATE_TRY(s, str(v, key));
-      if (s == "BASE" || s == "DEFAULT") m.path_normalization = PathNormalization::kBase;
-      else if (s == "MERGE_SLASHES") m.path_normalization = PathNormalization::kMergeSlashes;
+      if (s == "BASE" || s == "DEFAULT")
+        m.path_normalization = PathNormalization::kBase;
+      else if (s == "MERGE_SLASHES")
+        m.path_normalization = PathNormalization::kMergeSlashes;
       else if (s == "DECODE_AND_MERGE_SLASHES") {
         m.path_normalization = PathNormalization::kDecodeAndMergeSlashes;
-      } else if (s == "NONE") m.path_normalization = PathNormalization::kNone;
+      } else if (s == "NONE")
+        m.path_normalization = PathNormalization::kNone;
       else {
-        return util::make_error(
-            "mesh.pathNormalization: \"" + s +
-            "\" is not BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES or NONE");
+        return util::make_error("mesh.pathNormalization: \"" + s +
+                                "\" is not BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES or NONE");
       }
     } else {
       return util::make_error("mesh." + key + ": unknown setting");

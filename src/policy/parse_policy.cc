@@ -13,15 +13,22 @@ using nlohmann::json;
 
 std::string type_name(const json& j) {
   switch (j.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::object: return "an object";
-    case json::value_t::array: return "a list";
-    case json::value_t::string: return "a string";
-    case json::value_t::boolean: return "a boolean";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::array:
+      return "a list";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::boolean:
+      return "a boolean";
     case json::value_t::number_integer:
     case json::value_t::number_unsigned:
-    case json::value_t::number_float: return "a number";
-    default: return "an unsupported value";
+    case json::value_t::number_float:
+      return "a number";
+    default:
+      return "an unsupported value";
   }
 }
 
@@ -135,8 +142,7 @@ class Parser {
       if (nit != j.end()) {
         m.bad_not_values = string_list(*nit, m.not_values_path, m.not_values, ports);
       }
-      if (m.values.empty() && m.not_values.empty() && m.bad_values == 0 &&
-          m.bad_not_values == 0) {
+      if (m.values.empty() && m.not_values.empty() && m.bad_values == 0 && m.bad_not_values == 0) {
         continue;  // an empty list is the same as no list
       }
       check_values(m);
@@ -161,9 +167,8 @@ class Parser {
     return c;
   }
 
-  void entries(const json& j, const std::string& path, const char* inner,
-               const SourceField* fields, std::size_t nfields, std::vector<Clause>& out,
-               Rule& rule) {
+  void entries(const json& j, const std::string& path, const char* inner, const SourceField* fields,
+               std::size_t nfields, std::vector<Clause>& out, Rule& rule) {
     if (j.is_null()) return;
     if (!j.is_array()) {
       error(path, "must be a list, not " + type_name(j));
@@ -182,8 +187,8 @@ class Parser {
         if (key != inner) unknown_field(ep, key);
       }
       auto it = e.find(inner);
-      out.push_back(clause(it == e.end() ? json() : *it, ep + "." + inner, fields, nfields,
-                           rule.malformed));
+      out.push_back(
+          clause(it == e.end() ? json() : *it, ep + "." + inner, fields, nfields, rule.malformed));
     }
   }
 
@@ -230,8 +235,7 @@ class Parser {
       if (auto it = c.find("notValues"); it != c.end()) {
         m.bad_not_values = string_list(*it, m.not_values_path, m.not_values, ports);
       }
-      if (m.values.empty() && m.not_values.empty() && m.bad_values == 0 &&
-          m.bad_not_values == 0) {
+      if (m.values.empty() && m.not_values.empty() && m.bad_values == 0 && m.bad_not_values == 0) {
         error(cp, "needs values or notValues", "TG003");
       }
       if (!m.arg.empty() && m.arg[0] == '\x01') {
@@ -266,8 +270,8 @@ class Parser {
       entries(*it, path + ".from", "source", kSourceFields, std::size(kSourceFields), r.from, r);
     }
     if (auto it = j.find("to"); it != j.end()) {
-      entries(*it, path + ".to", "operation", kOperationFields, std::size(kOperationFields),
-              r.to, r);
+      entries(*it, path + ".to", "operation", kOperationFields, std::size(kOperationFields), r.to,
+              r);
     }
     if (auto it = j.find("when"); it != j.end()) when(*it, path + ".when", r);
     return r;
@@ -364,10 +368,14 @@ class Parser {
         p_.action_text = it->dump();
       } else {
         p_.action_text = it->get<std::string>();
-        if (p_.action_text == "ALLOW") p_.action = Action::kAllow;
-        else if (p_.action_text == "DENY") p_.action = Action::kDeny;
-        else if (p_.action_text == "AUDIT") p_.action = Action::kAudit;
-        else if (p_.action_text == "CUSTOM") p_.action = Action::kCustom;
+        if (p_.action_text == "ALLOW")
+          p_.action = Action::kAllow;
+        else if (p_.action_text == "DENY")
+          p_.action = Action::kDeny;
+        else if (p_.action_text == "AUDIT")
+          p_.action = Action::kAudit;
+        else if (p_.action_text == "CUSTOM")
+          p_.action = Action::kCustom;
         else {
           p_.action = Action::kUnknown;
           error("spec.action",
@@ -422,8 +430,7 @@ class Parser {
     if (auto it = o.find("apiVersion"); it != o.end() && it->is_string()) {
       p_.api_version = it->get<std::string>();
     }
-    if (p_.api_version != "security.istio.io/v1" &&
-        p_.api_version != "security.istio.io/v1beta1") {
+    if (p_.api_version != "security.istio.io/v1" && p_.api_version != "security.istio.io/v1beta1") {
       add(Finding::Severity::kWarning, "TG007", "apiVersion",
           quote(p_.api_version) + " is not security.istio.io/v1 or v1beta1");
     }
@@ -434,8 +441,8 @@ class Parser {
       if (auto it = meta->find("name"); it != meta->end() && it->is_string()) {
         p_.name = it->get<std::string>();
       }
-      if (auto it = meta->find("namespace"); it != meta->end() && it->is_string() &&
-                                             !it->get<std::string>().empty()) {
+      if (auto it = meta->find("namespace");
+          it != meta->end() && it->is_string() && !it->get<std::string>().empty()) {
         p_.namespace_ = it->get<std::string>();
       }
       auto ann = meta->find("annotations");
@@ -445,8 +452,7 @@ class Parser {
           p_.dry_run_text = dr->is_string() ? dr->get<std::string>() : dr->dump();
           auto b = parse_go_bool(*p_.dry_run_text);
           if (!b) {
-            add(Finding::Severity::kWarning, "TG008",
-                "metadata.annotations[istio.io/dry-run]",
+            add(Finding::Severity::kWarning, "TG008", "metadata.annotations[istio.io/dry-run]",
                 quote(*p_.dry_run_text) +
                     " is not a boolean; Istio enforces the policy (not dry-run)");
           }

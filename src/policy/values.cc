@@ -9,44 +9,70 @@ namespace tollgate::policy {
 
 const char* action_name(Action a) {
   switch (a) {
-    case Action::kAllow: return "ALLOW";
-    case Action::kDeny: return "DENY";
-    case Action::kAudit: return "AUDIT";
-    case Action::kCustom: return "CUSTOM";
-    case Action::kUnknown: break;
+    case Action::kAllow:
+      return "ALLOW";
+    case Action::kDeny:
+      return "DENY";
+    case Action::kAudit:
+      return "AUDIT";
+    case Action::kCustom:
+      return "CUSTOM";
+    case Action::kUnknown:
+      break;
   }
   return "UNKNOWN";
 }
 
 const char* severity_name(Finding::Severity s) {
   switch (s) {
-    case Finding::Severity::kError: return "error";
-    case Finding::Severity::kWarning: return "warning";
-    case Finding::Severity::kInfo: break;
+    case Finding::Severity::kError:
+      return "error";
+    case Finding::Severity::kWarning:
+      return "warning";
+    case Finding::Severity::kInfo:
+      break;
   }
   return "info";
 }
 
 const char* attr_name(Attr a) {
   switch (a) {
-    case Attr::kSourcePrincipal: return "source.principal";
-    case Attr::kSourceNamespace: return "source.namespace";
-    case Attr::kSourceServiceAccount: return "source.serviceAccount";
-    case Attr::kSourceTrustDomain: return "source.trustDomain";
-    case Attr::kSourceIp: return "source.ip";
-    case Attr::kRemoteIp: return "remote.ip";
-    case Attr::kRequestPrincipal: return "request.auth.principal";
-    case Attr::kAudiences: return "request.auth.audiences";
-    case Attr::kPresenter: return "request.auth.presenter";
-    case Attr::kClaim: return "request.auth.claims";
-    case Attr::kHost: return "request.host";
-    case Attr::kMethod: return "request.method";
-    case Attr::kPath: return "request.path";
-    case Attr::kPort: return "destination.port";
-    case Attr::kHeader: return "request.headers";
-    case Attr::kDestinationIp: return "destination.ip";
-    case Attr::kSni: return "connection.sni";
-    case Attr::kMetadata: return "experimental.envoy.filters";
+    case Attr::kSourcePrincipal:
+      return "source.principal";
+    case Attr::kSourceNamespace:
+      return "source.namespace";
+    case Attr::kSourceServiceAccount:
+      return "source.serviceAccount";
+    case Attr::kSourceTrustDomain:
+      return "source.trustDomain";
+    case Attr::kSourceIp:
+      return "source.ip";
+    case Attr::kRemoteIp:
+      return "remote.ip";
+    case Attr::kRequestPrincipal:
+      return "request.auth.principal";
+    case Attr::kAudiences:
+      return "request.auth.audiences";
+    case Attr::kPresenter:
+      return "request.auth.presenter";
+    case Attr::kClaim:
+      return "request.auth.claims";
+    case Attr::kHost:
+      return "request.host";
+    case Attr::kMethod:
+      return "request.method";
+    case Attr::kPath:
+      return "request.path";
+    case Attr::kPort:
+      return "destination.port";
+    case Attr::kHeader:
+      return "request.headers";
+    case Attr::kDestinationIp:
+      return "destination.ip";
+    case Attr::kSni:
+      return "connection.sni";
+    case Attr::kMetadata:
+      return "experimental.envoy.filters";
   }
   return "?";
 }
@@ -60,8 +86,10 @@ bool attr_is_http_only(Attr a) {
     case Attr::kHost:
     case Attr::kMethod:
     case Attr::kPath:
-    case Attr::kHeader: return true;
-    default: return false;
+    case Attr::kHeader:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -172,8 +200,7 @@ util::Result<int> parse_port(std::string_view text) {
 }
 
 bool contains_path_template(std::string_view path) {
-  return path.find("{*}") != std::string_view::npos ||
-         path.find("{**}") != std::string_view::npos;
+  return path.find("{*}") != std::string_view::npos || path.find("{**}") != std::string_view::npos;
 }
 
 util::Result<bool> validate_path_template(std::string_view path) {
@@ -253,7 +280,8 @@ util::Result<WhenKey> parse_when_key(std::string_view key) {
   if (key.substr(0, kHeaders.size()) == kHeaders && key.size() > kHeaders.size() &&
       key[kHeaders.size()] == '[') {
     auto names = bracket_names(key.substr(kHeaders.size()));
-    if (!names.ok() || names->size() != 1) return WhenKey{Attr::kHeader, "\x01has a malformed header name"};
+    if (!names.ok() || names->size() != 1)
+      return WhenKey{Attr::kHeader, "\x01has a malformed header name"};
     std::string lower = (*names)[0];
     for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return WhenKey{Attr::kHeader, lower};
@@ -281,8 +309,8 @@ util::Result<WhenKey> parse_when_key(std::string_view key) {
     arg += rest.substr(open + 1, rest.size() - open - 2);
     return WhenKey{Attr::kMetadata, arg};
   }
-  if (key == "destination.labels" || key == "destination.name" ||
-      key == "destination.namespace" || key == "destination.user") {
+  if (key == "destination.labels" || key == "destination.name" || key == "destination.namespace" ||
+      key == "destination.user") {
     return util::make_error("is no longer supported (removed from Istio)");
   }
   return util::make_error("is not a supported condition key");
@@ -311,12 +339,14 @@ util::Result<bool> check_value(Attr attr, std::string_view value) {
       }
       auto slash = value.find('/');
       if (value.empty() || slash == 0 || slash + 1 == value.size() ||
-          (slash != std::string_view::npos && value.find('/', slash + 1) != std::string_view::npos)) {
+          (slash != std::string_view::npos &&
+           value.find('/', slash + 1) != std::string_view::npos)) {
         return util::make_error("is not a service account (\"name\" or \"namespace/name\")");
       }
       return true;
     }
-    default: return true;
+    default:
+      return true;
   }
 }
 

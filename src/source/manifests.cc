@@ -121,7 +121,7 @@ void add_object(ClusterState& s, const json& o, const std::string& origin) {
           sp.port = n->get<int>();
         }
         if (const json* t = at(p, {"targetPort"}); t != nullptr) {
-          sp.target_port = t->is_string() ? t->get<std::string>()
+          sp.target_port = t->is_string()           ? t->get<std::string>()
                            : t->is_number_integer() ? std::to_string(t->get<int>())
                                                     : "";
         }
@@ -148,8 +148,8 @@ void load_paths(ClusterState& s, const std::vector<std::string>& paths) {
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
       std::vector<std::string> found;
-      for (fs::recursive_directory_iterator it(p, fs::directory_options::follow_directory_symlink,
-                                               ec),
+      for (fs::recursive_directory_iterator
+               it(p, fs::directory_options::follow_directory_symlink, ec),
            end;
            !ec && it != end; it.increment(ec)) {
         const auto& e = *it;

@@ -10,8 +10,8 @@ using tollgate::testing::run_tollgate;
 namespace {
 
 json load_cases() {
-  return json::parse(tollgate::testing::read_file(
-      tollgate::testing::source_path("test/conformance/cases.json")));
+  return json::parse(
+      tollgate::testing::read_file(tollgate::testing::source_path("test/conformance/cases.json")));
 }
 
 json input_of(const json& c) {

@@ -1,14 +1,14 @@
 // Test helpers: run the built `tollgate` binary with files for stdin/stdout; temp files.
 #pragma once
 
+#include <sys/wait.h>
+#include <unistd.h>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
-#include <sys/wait.h>
-#include <unistd.h>
 
 namespace tollgate::testing {
 

@@ -28,8 +28,7 @@ TEST_CASE("check on the seed scenario reproduces Istio: the frontend's GET is de
 
 TEST_CASE("check on the corrected scenario allows the GET and names the ALLOW policy") {
   const auto r = run_tollgate("check -o json -f '" + source_path("examples/seed-fixed") +
-                              "' --workload default/app=backend/backend --request " +
-                              kRequestGet);
+                              "' --workload default/app=backend/backend --request " + kRequestGet);
   INFO(r.out << r.err);
   REQUIRE(r.status == 0);
   const json d = json::parse(r.out);
@@ -85,7 +84,8 @@ TEST_CASE("eval reports input errors as {error} objects and never crashes on gar
   auto r = run_tollgate("eval", "[1,2]");
   CHECK(r.status == 1);
   CHECK(json::parse(r.out)["error"] == "input: must be an object");
-  r = run_tollgate("eval", R"({"workload":{"namespace":"x"},"request":{},"policies":[{"kind":"Pod"}]})");
+  r = run_tollgate("eval",
+                   R"({"workload":{"namespace":"x"},"request":{},"policies":[{"kind":"Pod"}]})");
   CHECK(r.status == 1);
   CHECK(json::parse(r.out)["error"] == "policies[0]: kind must be AuthorizationPolicy");
   r = run_tollgate("eval", R"({"workload":{"namespace":"x"},"request":{},"extra":1})");
@@ -94,7 +94,8 @@ TEST_CASE("eval reports input errors as {error} objects and never crashes on gar
   for (int i = 0; i < 256; ++i) {
     if (i != '\n') garbage.push_back(static_cast<char>(i));
   }
-  r = run_tollgate("eval --jsonl", garbage + "\n\n" + R"({"workload":{"namespace":"x"},"request":{}})" + "\n");
+  r = run_tollgate("eval --jsonl",
+                   garbage + "\n\n" + R"({"workload":{"namespace":"x"},"request":{}})" + "\n");
   CHECK(r.status == 1);
   std::istringstream lines(r.out);
   std::string l1, l2;

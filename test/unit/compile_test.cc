@@ -29,10 +29,9 @@ spec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
   policy::MeshConfig mesh;
   const auto t = compile::compile_table(ps, mk_workload("foo", {{"app", "a"}}), mesh);
   CHECK(t.policies == std::vector<std::string>{"foo/own", "istio-system/root"});
-  const auto t2 = compile::compile_table(ps, mk_workload("foo", {{"app", "a"}, {"version", "v1"}}),
-                                         mesh);
-  CHECK(t2.policies ==
-        std::vector<std::string>{"foo/own", "foo/sel", "istio-system/root"});
+  const auto t2 =
+      compile::compile_table(ps, mk_workload("foo", {{"app", "a"}, {"version", "v1"}}), mesh);
+  CHECK(t2.policies == std::vector<std::string>{"foo/own", "foo/sel", "istio-system/root"});
   // A Gateway API gateway attaches by targetRef.
   const auto gw = compile::compile_table(
       ps, mk_workload("foo", {{"gateway.networking.k8s.io/gateway-name", "gw"}}), mesh);
@@ -43,8 +42,10 @@ spec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
 }
 
 TEST_CASE("rules are named as Envoy names them and kept in byte order of the name") {
-  std::string yaml = "kind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec:\n  rules:\n";
-  for (int i = 0; i < 12; ++i) yaml += "  - to: [{operation: {ports: [\"" + std::to_string(i + 1) + "\"]}}]\n";
+  std::string yaml =
+      "kind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec:\n  rules:\n";
+  for (int i = 0; i < 12; ++i)
+    yaml += "  - to: [{operation: {ports: [\"" + std::to_string(i + 1) + "\"]}}]\n";
   const auto t = compile::compile_table(mk_policies(yaml), mk_workload("ns"), {});
   REQUIRE(t.allow.size() == 12);
   CHECK(t.allow[0].name == "ns[ns]-policy[p]-rule[0]");

@@ -25,7 +25,8 @@ items:
 }
 
 TEST_CASE("YAML scalars are typed as Kubernetes' decoder types them") {
-  auto j = yaml_to_json("a: 80\nb: \"80\"\nc: true\nd: ~\ne: 1.5\nf: abc\ng: '007'\nh: 0x1G\n", "t");
+  auto j =
+      yaml_to_json("a: 80\nb: \"80\"\nc: true\nd: ~\ne: 1.5\nf: abc\ng: '007'\nh: 0x1G\n", "t");
   REQUIRE(j.ok());
   CHECK((*j)["a"] == 80);
   CHECK((*j)["b"] == "80");

@@ -36,8 +36,8 @@ const char* kFrontendGet =
 }  // namespace
 
 TEST_CASE("DENY with an empty rule denies every request, whatever ALLOW policies say") {
-  const auto o = decide(mk_policies(kSeed), mk_workload("default", {{"app", "backend"}}),
-                        kFrontendGet);
+  const auto o =
+      decide(mk_policies(kSeed), mk_workload("default", {{"app", "backend"}}), kFrontendGet);
   CHECK(o.decision == "DENY");
   CHECK(o.policy == "default/deny-all-backend");
   CHECK(o.rule == 0);
@@ -155,8 +155,7 @@ spec:
 )");
   const auto w = mk_workload("ns");
   auto who = [&](const std::string& principal, const std::string& ip = "10.9.9.9") {
-    return decide(ps, w,
-                  R"({"source":{"principal":")" + principal + R"(","ip":")" + ip + R"("}})")
+    return decide(ps, w, R"({"source":{"principal":")" + principal + R"(","ip":")" + ip + R"("}})")
         .decision;
   };
   CHECK(who("td/ns/prod-eu/sa/x") == "ALLOW");
@@ -209,8 +208,7 @@ spec: {action: CUSTOM, provider: {name: authz}, rules: [{to: [{operation: {paths
   auto o = decide(ps, w, R"({"path":"/admin","extAuthzDecision":"DENY"})", mesh);
   CHECK(o.decision == "DENY");
   CHECK(o.policy == "ns/ext");
-  CHECK(decide(ps, w, R"({"path":"/admin","extAuthzDecision":"ALLOW"})", mesh).decision ==
-        "ALLOW");
+  CHECK(decide(ps, w, R"({"path":"/admin","extAuthzDecision":"ALLOW"})", mesh).decision == "ALLOW");
   o = decide(ps, w, R"({"path":"/admin"})", mesh);
   CHECK(o.decision == "DENY");
   CHECK_THAT(o.reason, Catch::Contains("failing closed"));

@@ -154,7 +154,8 @@ spec:
 }
 
 TEST_CASE("actions, providers and dry-run annotations are validated") {
-  const auto bad = mk_policy("kind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {action: BLOCK}\n");
+  const auto bad =
+      mk_policy("kind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {action: BLOCK}\n");
   CHECK(bad.action == policy::Action::kUnknown);
   CHECK(find(bad, "spec.action") != nullptr);
   const auto custom = mk_policy(

@@ -33,7 +33,7 @@ TEST_CASE("requests are parsed strictly, with the field named in errors") {
   REQUIRE(ok.ok());
   CHECK(ok->tcp);
   CHECK(*ok->principal == "td/ns/a/sa/b");  // spiffe:// is accepted and removed
-  CHECK(*ok->remote_ip == "10.0.0.1");       // remoteIp defaults to ip
+  CHECK(*ok->remote_ip == "10.0.0.1");      // remoteIp defaults to ip
   CHECK(*ok->port == 8080);
   REQUIRE(ok->headers.size() == 1);
   CHECK(ok->headers[0].second == "1,2,3");

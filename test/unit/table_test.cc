@@ -6,7 +6,8 @@ using namespace tollgate::compile;
 
 TEST_CASE("the flat hash set finds exactly its keys, including empty and binary keys") {
   std::vector<std::string> keys;
-  for (int i = 0; i < 10000; ++i) keys.push_back("cluster.local/ns/n" + std::to_string(i) + "/sa/s");
+  for (int i = 0; i < 10000; ++i)
+    keys.push_back("cluster.local/ns/n" + std::to_string(i) + "/sa/s");
   keys.emplace_back("");
   keys.emplace_back(std::string("\0\x01", 2));
   FlatStringSet s;
@@ -39,13 +40,16 @@ TEST_CASE("path templates match the examples of Istio's integration test") {
 
 TEST_CASE("globs implement the regex subset Istio generates") {
   Glob g;
-  g.tokens = {{Glob::Token::kAnyRun, ""}, {Glob::Token::kLiteral, "/ns/"},
-              {Glob::Token::kAnyRun, ""}, {Glob::Token::kLiteral, "-prod/"},
+  g.tokens = {{Glob::Token::kAnyRun, ""},
+              {Glob::Token::kLiteral, "/ns/"},
+              {Glob::Token::kAnyRun, ""},
+              {Glob::Token::kLiteral, "-prod/"},
               {Glob::Token::kAnyRun, ""}};
   CHECK(g.matches("spiffe://td/ns/shop-prod/sa/x"));
   CHECK_FALSE(g.matches("spiffe://td/ns/shop-dev/sa/x"));
   Glob td;
-  td.tokens = {{Glob::Token::kAnyRunNoSlash, ""}, {Glob::Token::kLiteral, ".example.org/"},
+  td.tokens = {{Glob::Token::kAnyRunNoSlash, ""},
+               {Glob::Token::kLiteral, ".example.org/"},
                {Glob::Token::kAnyRun, ""}};
   CHECK(td.matches("a.example.org/ns/x/sa/y"));
   CHECK_FALSE(td.matches("a/b.example.org/ns/x"));

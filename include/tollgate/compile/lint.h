@@ -14,7 +14,7 @@ namespace tollgate::compile {
 struct LintInput {
   std::span<const policy::Policy> policies;
   std::span<const policy::Workload> workloads;
-  std::span<const policy::Service> services;  // for the protocol of each port
+  std::span<const policy::Service> services;                // for the protocol of each port
   const std::set<std::string>* service_accounts = nullptr;  // "ns/name"; null = unknown
   const std::set<std::string>* namespaces = nullptr;        // null = unknown
   policy::MeshConfig mesh;

@@ -99,7 +99,7 @@ struct TableRule {
   bool tcp_dropped = false;
   std::vector<Conjunction> principals;   // any
   std::vector<Conjunction> permissions;  // any
-  bool empty_rule() const;  // `{}`: one empty principal and one empty permission
+  bool empty_rule() const;               // `{}`: one empty principal and one empty permission
 };
 
 // The CUSTOM filters: one per provider (in provider-name order), or one fail-closed stage

@@ -11,14 +11,14 @@
 namespace tollgate::eval {
 
 enum class Why : std::uint8_t {
-  kRejected,          // Envoy rejects the request before authorization
-  kCustomDenied,      // a CUSTOM rule matched and its provider denied
-  kCustomNoAnswer,    // a CUSTOM rule matched and no provider answer was given: fail closed
-  kBadCustom,         // a CUSTOM rule of a broken CUSTOM setup matched: denied
-  kDenyMatched,       // a DENY rule matched
-  kNoAllowPolicy,     // no ALLOW policy applies: allowed
-  kAllowMatched,      // an ALLOW rule matched
-  kNoAllowMatched,    // ALLOW policies apply, none matched: denied
+  kRejected,        // Envoy rejects the request before authorization
+  kCustomDenied,    // a CUSTOM rule matched and its provider denied
+  kCustomNoAnswer,  // a CUSTOM rule matched and no provider answer was given: fail closed
+  kBadCustom,       // a CUSTOM rule of a broken CUSTOM setup matched: denied
+  kDenyMatched,     // a DENY rule matched
+  kNoAllowPolicy,   // no ALLOW policy applies: allowed
+  kAllowMatched,    // an ALLOW rule matched
+  kNoAllowMatched,  // ALLOW policies apply, none matched: denied
 };
 
 struct Decision {

@@ -27,8 +27,8 @@ struct Request {
   std::optional<std::string> method, path, host, sni, destination_ip;
   std::optional<int> port;
   std::vector<std::pair<std::string, std::string>> headers;  // lower-case name, joined value
-  nlohmann::json dynamic_metadata;                            // {"<filter>": {"<key>": v}}
-  std::optional<std::string> ext_authz_default;               // "ALLOW" | "DENY"
+  nlohmann::json dynamic_metadata;                           // {"<filter>": {"<key>": v}}
+  std::optional<std::string> ext_authz_default;              // "ALLOW" | "DENY"
   std::map<std::string, std::string> ext_authz_by_provider;
 };
 
@@ -48,8 +48,8 @@ struct PreparedRequest {
   const Request* request = nullptr;
   bool http = true;
   bool peer = false;
-  std::string uri;              // "spiffe://" + principal
-  std::string_view principal;   // into uri
+  std::string uri;                // "spiffe://" + principal
+  std::string_view principal;     // into uri
   std::string_view trust_domain;  // principal up to its first '/' (empty if none)
   bool has_source_ip = false, has_remote_ip = false, has_destination_ip = false;
   std::array<std::uint8_t, 16> source_ip{}, remote_ip{}, destination_ip{};
@@ -61,9 +61,9 @@ struct PreparedRequest {
   bool has_host = false;
   std::string host;  // lower-cased :authority
   bool has_path = false;
-  std::string path_with_query;  // normalized
-  std::string_view path;        // normalized, without query
-  std::string port;             // decimal, empty if none
+  std::string path_with_query;          // normalized
+  std::string_view path;                // normalized, without query
+  std::string port;                     // decimal, empty if none
   std::optional<std::string> rejected;  // Envoy answers 400 before authorization
 };
 

@@ -17,24 +17,24 @@ const char* action_name(Action a);
 // Every attribute a rule can test. One enum for Source fields, Operation fields and `when`
 // keys: `principals` and `when: source.principal` are the same attribute.
 enum class Attr : std::uint8_t {
-  kSourcePrincipal,     // principals, source.principal
-  kSourceNamespace,     // namespaces, source.namespace
+  kSourcePrincipal,       // principals, source.principal
+  kSourceNamespace,       // namespaces, source.namespace
   kSourceServiceAccount,  // serviceAccounts, source.serviceAccount
-  kSourceTrustDomain,   // trustDomains, source.trustDomain
-  kSourceIp,            // ipBlocks, source.ip
-  kRemoteIp,            // remoteIpBlocks, remote.ip
-  kRequestPrincipal,    // requestPrincipals, request.auth.principal
-  kAudiences,           // request.auth.audiences
-  kPresenter,           // request.auth.presenter
-  kClaim,               // request.auth.claims[a][b]...   (arg: the claim path, '\0'-separated)
-  kHost,                // hosts
-  kMethod,              // methods
-  kPath,                // paths
-  kPort,                // ports, destination.port
-  kHeader,              // request.headers[name]          (arg: the lower-cased header name)
-  kDestinationIp,       // destination.ip
-  kSni,                 // connection.sni
-  kMetadata,            // experimental.envoy.filters.<f>[<k>]  (arg: "<f>\0<k>")
+  kSourceTrustDomain,     // trustDomains, source.trustDomain
+  kSourceIp,              // ipBlocks, source.ip
+  kRemoteIp,              // remoteIpBlocks, remote.ip
+  kRequestPrincipal,      // requestPrincipals, request.auth.principal
+  kAudiences,             // request.auth.audiences
+  kPresenter,             // request.auth.presenter
+  kClaim,                 // request.auth.claims[a][b]...   (arg: the claim path, '\0'-separated)
+  kHost,                  // hosts
+  kMethod,                // methods
+  kPath,                  // paths
+  kPort,                  // ports, destination.port
+  kHeader,                // request.headers[name]          (arg: the lower-cased header name)
+  kDestinationIp,         // destination.ip
+  kSni,                   // connection.sni
+  kMetadata,              // experimental.envoy.filters.<f>[<k>]  (arg: "<f>\0<k>")
 };
 inline constexpr int kAttrCount = 18;
 const char* attr_name(Attr a);  // the `when` key style name, e.g. "source.principal"
@@ -64,10 +64,10 @@ struct Clause {
 };
 
 struct Rule {
-  bool null_rule = false;       // `- null`: skipped by Istio
-  std::vector<Clause> from;     // any; empty = any source
-  std::vector<Clause> to;       // any; empty = any operation
-  std::vector<Match> when;      // all
+  bool null_rule = false;    // `- null`: skipped by Istio
+  std::vector<Clause> from;  // any; empty = any source
+  std::vector<Clause> to;    // any; empty = any operation
+  std::vector<Match> when;   // all
   // An unknown or removed `when` key: Istio skips the rule for every action.
   std::optional<std::string> invalid_reason;
   // A structural error (wrong type) inside the rule: the rule is compiled fail-closed.
@@ -77,9 +77,9 @@ struct Rule {
 struct Finding {
   enum class Severity : std::uint8_t { kError, kWarning, kInfo };
   Severity severity = Severity::kError;
-  std::string code;     // e.g. "TG101"
-  std::string object;   // "namespace/name"
-  std::string path;     // "spec.rules[1].to[0].operation.ports[2]"
+  std::string code;    // e.g. "TG101"
+  std::string object;  // "namespace/name"
+  std::string path;    // "spec.rules[1].to[0].operation.ports[2]"
   std::string message;
 };
 const char* severity_name(Finding::Severity s);
@@ -98,11 +98,11 @@ struct Policy {
   // nullopt = no selector (every workload of the namespace); an empty map selects all too.
   std::optional<std::map<std::string, std::string>> selector;
   std::vector<TargetRef> target_refs;  // targetRef and targetRefs
-  bool rules_present = false;  // false: spec.rules absent or []
+  bool rules_present = false;          // false: spec.rules absent or []
   std::vector<Rule> rules;
   bool dry_run = false;
   std::optional<std::string> dry_run_text;  // the annotation as written
-  std::vector<Finding> findings;  // from parsing and validation
+  std::vector<Finding> findings;            // from parsing and validation
   std::string key() const { return namespace_ + "/" + name; }
   bool has_errors() const;
 };

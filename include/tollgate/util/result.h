@@ -15,7 +15,7 @@ struct Error {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
   Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return v_.index() == 0; }
@@ -38,7 +38,7 @@ inline Error make_error(std::string message) { return Error{std::move(message)};
 }  // namespace tollgate::util
 
 // Propagates an error from an expression returning Result<T>; yields the value otherwise.
-#define TOLLGATE_TRY(var, expr)                        \
-  auto var##_result_ = (expr);                         \
+#define TOLLGATE_TRY(var, expr)                          \
+  auto var##_result_ = (expr);                           \
   if (!var##_result_.ok()) return var##_result_.error(); \
   auto var = std::move(var##_result_).value()
