@@ -39,12 +39,13 @@ std::vector<std::string> expand_principal(const std::string& v, const policy::Me
   if (!known) return {v};
   const std::string rest = v.substr(td.size());
   std::vector<std::string> out;
+  out.reserve(tds.size());
   for (const auto& t : tds) out.push_back(t + rest);
   return out;
 }
 
 std::vector<std::string> expand_trust_domain(const std::string& v, const policy::MeshConfig& mesh) {
-  const auto tds = mesh_trust_domains(mesh);
+  auto tds = mesh_trust_domains(mesh);
   if (std::find(tds.begin(), tds.end(), v) != tds.end()) return tds;
   return {v};
 }

@@ -89,7 +89,7 @@ bool kind_match(std::uint8_t kind, const std::string& want, const std::string* h
 // A JWT claim (string or list of strings) against the index.
 bool claim_value_match(const ValueIndex& ix, const json& v, bool split_spaces) {
   if (v.is_string()) {
-    const std::string& s = v.get_ref<const std::string&>();
+    const auto& s = v.get_ref<const std::string&>();
     if (!split_spaces) return string_match(ix, s);
     std::size_t pos = 0;
     while (pos <= s.size()) {
@@ -461,8 +461,8 @@ std::string mismatch(const TableRule& rule, const PreparedRequest& r, bool custo
   if (rule.tcp_dropped && !r.http) {
     return "it uses HTTP-only fields, so Istio does not generate it for TCP traffic";
   }
-  const std::string to = side_mismatch(rule.permissions, "to", r, !custom_stage);
-  const std::string from = side_mismatch(rule.principals, "from", r, !custom_stage);
+  std::string to = side_mismatch(rule.permissions, "to", r, !custom_stage);
+  std::string from = side_mismatch(rule.principals, "from", r, !custom_stage);
   if (to.empty()) return from;
   if (from.empty()) return to;
   return from + "; " + to;

@@ -2,6 +2,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cctype>
+#include <cstdlib>
 #include <regex>
 #include <set>
 #include <string>
@@ -14,7 +15,10 @@ namespace {
 using nlohmann::json;
 
 constexpr int kMaxDepth = 128;
-constexpr std::size_t kMaxNodes = 4'000'000;
+
+// Without aliases a document cannot hold more nodes, or more bytes of scalars, than its text
+// has bytes; allow some expansion through aliases, but not a "billion laughs".
+std::size_t max_nodes(std::string_view text) { return 2 * text.size() + 10'000; }
 
 bool is_int(const std::string& s) {
   std::size_t i = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
@@ -63,16 +67,21 @@ bool is_float(const std::string& s) {
 
 class Converter {
  public:
-  explicit Converter(std::string origin) : origin_(std::move(origin)) {}
+  Converter(std::string origin, std::size_t max_nodes)
+      : origin_(std::move(origin)), max_nodes_(max_nodes) {}
 
   util::Result<json> convert(const YAML::Node& n, int depth) {
     if (depth > kMaxDepth) return err(n, "nesting is deeper than " + std::to_string(kMaxDepth));
-    if (++nodes_ > kMaxNodes) return err(n, "document expands to too many nodes (aliases?)");
+    if (++nodes_ > max_nodes_) {
+      return err(n, "document expands to too many nodes (aliases?)");
+    }
     switch (n.Type()) {
       case YAML::NodeType::Undefined:
       case YAML::NodeType::Null:
         return json();
       case YAML::NodeType::Scalar:
+        bytes_ += n.Scalar().size();
+        if (bytes_ > max_nodes_ * 4) return err(n, "document expands to too many bytes (aliases?)");
         if (!valid_utf8(n.Scalar())) return err(n, "a value is not valid UTF-8");
         return scalar(n);
       case YAML::NodeType::Sequence: {
@@ -117,16 +126,18 @@ class Converter {
     if (tag == "!" || tag == "tag:yaml.org,2002:str") return s;  // quoted or !!str
     if (tag == "tag:yaml.org,2002:int" && is_int(s)) return std::stoll(s);
     if (tag != "?" && !tag.empty()) return s;
-    if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return json();
+    if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return {};
     if (s == "true" || s == "True" || s == "TRUE") return true;
     if (s == "false" || s == "False" || s == "FALSE") return false;
     if (is_int(s)) return std::stoll(s);
-    if (is_float(s)) return std::stod(s);
+    if (is_float(s)) return std::strtod(s.c_str(), nullptr);  // no exception on overflow
     return s;
   }
 
   std::string origin_;
+  std::size_t max_nodes_;
   std::size_t nodes_ = 0;
+  std::size_t bytes_ = 0;
 };
 
 void flatten(json obj, const std::string& origin, std::vector<Document>& out, int depth) {
@@ -157,7 +168,7 @@ std::string_view trim_left(std::string_view s) {
 util::Result<json> yaml_to_json(std::string_view text, const std::string& origin) {
   try {
     YAML::Node n = YAML::Load(std::string(text));
-    Converter c(origin);
+    Converter c(origin, max_nodes(text));
     return c.convert(n, 0);
   } catch (const YAML::Exception& e) {
     return util::make_error(origin + ":" + std::to_string(e.mark.line + 1) + ":" +
@@ -195,7 +206,7 @@ util::Result<std::vector<Document>> parse_documents(std::string_view text,
     int index = 0;
     for (const auto& d : docs) {
       ++index;
-      Converter c(origin);
+      Converter c(origin, max_nodes(text));
       const std::string where = docs.size() > 1 ? origin + "#" + std::to_string(index) : origin;
       auto j = c.convert(d, 0);
       if (!j.ok()) return j.error();

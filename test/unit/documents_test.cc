@@ -109,3 +109,12 @@ TEST_CASE("YAML with invalid UTF-8 is refused with its position") {
   REQUIRE(ok.ok());
   CHECK((*ok)[0].object["a"] == "h\xc3\xa9llo \xf0\x9f\x98\x80");
 }
+
+TEST_CASE("aliases of a large scalar cannot amplify a small file into a huge document") {
+  std::string yaml = "big: &b " + std::string(4000, 'x') + "\nlist: [";
+  for (int i = 0; i < 3000; ++i) yaml += i ? ", *b" : "*b";
+  yaml += "]\n";
+  auto r = parse_documents(yaml, "amp.yaml");
+  REQUIRE_FALSE(r.ok());
+  CHECK_THAT(r.error().message, Catch::Contains("too many bytes"));
+}

@@ -16,7 +16,7 @@
 
 namespace tollgate::eval {
 
-struct Request {
+struct Request {  // NOLINT(bugprone-exception-escape): json() does not throw
   bool tcp = false;
   std::optional<std::string> principal;  // peer identity without "spiffe://"; absent = plaintext
   std::optional<std::string> source_ip;

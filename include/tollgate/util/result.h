@@ -38,7 +38,10 @@ inline Error make_error(std::string message) { return Error{std::move(message)};
 }  // namespace tollgate::util
 
 // Propagates an error from an expression returning Result<T>; yields the value otherwise.
+// `var` names a variable, it cannot be wrapped in parentheses.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define TOLLGATE_TRY(var, expr)                          \
   auto var##_result_ = (expr);                           \
   if (!var##_result_.ok()) return var##_result_.error(); \
   auto var = std::move(var##_result_).value()
+// NOLINTEND(bugprone-macro-parentheses)
