@@ -1,0 +1,21 @@
+// A deliberately simple interpreter of Istio's AuthorizationPolicy semantics, written from
+// SEMANTICS.md without tollgate's compiler or matchers: plain loops over the policy JSON.
+// It covers what the property test generates (no CUSTOM, no dry-run, default mesh).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tollgate::testing {
+
+struct RefDecision {
+  bool allowed = false;
+  std::optional<std::string> policy;  // "ns/name" of the deciding rule's policy
+};
+
+RefDecision reference_decide(const std::vector<nlohmann::json>& policies,
+                             const nlohmann::json& workload, const nlohmann::json& request);
+
+}  // namespace tollgate::testing
