@@ -8,7 +8,7 @@ RUN bash scripts/install-deps.sh \
 
 FROM debian:bookworm-slim
 RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends libyaml-cpp0.7 libsimdjson14 libssl3 ca-certificates \
+ && apt-get install -y -qq --no-install-recommends libyaml-0-2 libsimdjson14 libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/tollgate /usr/local/bin/tollgate
 COPY --from=build /src/examples /usr/share/tollgate/examples

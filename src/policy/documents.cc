@@ -1,8 +1,9 @@
 // Kubernetes documents from JSON or YAML text, and the small JSON inputs (mesh, workload).
-#include <yaml-cpp/yaml.h>
+#include <yaml.h>
 
 #include <cctype>
 #include <cstdlib>
+#include <map>
 #include <regex>
 #include <set>
 #include <string>
@@ -65,67 +66,67 @@ bool is_float(const std::string& s) {
   return s.size() < 64 && std::regex_match(s, kFloat);
 }
 
-class Converter {
+// Builds JSON documents from libyaml's event stream. libyaml is iterative (no recursion on
+// nesting) and does not loop on malformed flow collections as yaml-cpp 0.7 does.
+class YamlReader {
  public:
-  Converter(std::string origin, std::size_t max_nodes)
-      : origin_(std::move(origin)), max_nodes_(max_nodes) {}
+  YamlReader(std::string_view text, std::string origin)
+      : text_(text), origin_(std::move(origin)), max_nodes_(max_nodes(text)) {}
 
-  util::Result<json> convert(const YAML::Node& n, int depth) {
-    if (depth > kMaxDepth) return err(n, "nesting is deeper than " + std::to_string(kMaxDepth));
-    if (++nodes_ > max_nodes_) {
-      return err(n, "document expands to too many nodes (aliases?)");
-    }
-    switch (n.Type()) {
-      case YAML::NodeType::Undefined:
-      case YAML::NodeType::Null:
-        return json();
-      case YAML::NodeType::Scalar:
-        bytes_ += n.Scalar().size();
-        if (bytes_ > max_nodes_ * 4) return err(n, "document expands to too many bytes (aliases?)");
-        if (!valid_utf8(n.Scalar())) return err(n, "a value is not valid UTF-8");
-        return scalar(n);
-      case YAML::NodeType::Sequence: {
-        json arr = json::array();
-        for (const auto& e : n) {
-          auto v = convert(e, depth + 1);
-          if (!v.ok()) return v;
-          arr.push_back(std::move(*v));
-        }
-        return arr;
-      }
-      case YAML::NodeType::Map: {
-        json obj = json::object();
-        for (const auto& kv : n) {
-          if (!kv.first.IsScalar()) return err(kv.first, "a map key must be a scalar");
-          const std::string key = kv.first.Scalar();
-          if (!valid_utf8(key)) return err(kv.first, "a key is not valid UTF-8");
-          if (obj.contains(key)) return err(kv.first, "duplicate key \"" + key + "\"");
-          auto v = convert(kv.second, depth + 1);
-          if (!v.ok()) return v;
-          obj[key] = std::move(*v);
-        }
-        return obj;
-      }
-    }
-    return json();
+  // Reads every document; null documents are returned as null.
+  util::Result<std::vector<json>> read_all() {
+    yaml_parser_t parser;
+    if (yaml_parser_initialize(&parser) == 0) return util::make_error(origin_ + ": out of memory");
+    yaml_parser_set_input_string(&parser, reinterpret_cast<const unsigned char*>(text_.data()),
+                                 text_.size());
+    auto result = run(parser);
+    yaml_parser_delete(&parser);
+    return result;
   }
 
  private:
-  util::Error err(const YAML::Node& n, const std::string& what) {
-    const auto m = n.Mark();
-    if (m.line >= 0) {
-      return util::make_error(origin_ + ":" + std::to_string(m.line + 1) + ":" +
-                              std::to_string(m.column + 1) + ": " + what);
-    }
-    return util::make_error(origin_ + ": " + what);
+  struct Frame {
+    json value;
+    std::string key;  // mappings: the pending key
+    bool have_key = false;
+    std::string anchor;
+  };
+
+  util::Error at(const yaml_mark_t& m, const std::string& what) const {
+    return util::make_error(origin_ + ":" + std::to_string(m.line + 1) + ":" +
+                            std::to_string(m.column + 1) + ": " + what);
   }
 
-  static json scalar(const YAML::Node& n) {
-    const std::string& s = n.Scalar();
-    const std::string& tag = n.Tag();
-    if (tag == "!" || tag == "tag:yaml.org,2002:str") return s;  // quoted or !!str
+  // Places a finished value into the enclosing collection (or the document).
+  util::Result<bool> place(json v, const yaml_mark_t& m) {
+    if (++nodes_ > max_nodes_) return at(m, "document expands to too many nodes (aliases?)");
+    if (stack_.empty()) {
+      doc_ = std::move(v);
+      return true;
+    }
+    Frame& f = stack_.back();
+    if (f.value.is_array()) {
+      f.value.push_back(std::move(v));
+    } else if (!f.have_key) {
+      if (!v.is_string()) return at(m, "a map key must be a scalar");
+      f.key = v.get<std::string>();
+      if (f.value.contains(f.key)) return at(m, "duplicate key \"" + f.key + "\"");
+      f.have_key = true;
+    } else {
+      f.value[f.key] = std::move(v);
+      f.have_key = false;
+    }
+    return true;
+  }
+
+  static json scalar(const std::string& s, const yaml_event_t& e) {
+    const bool plain = e.data.scalar.plain_implicit != 0 &&
+                       e.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+    const std::string tag =
+        e.data.scalar.tag != nullptr ? reinterpret_cast<const char*>(e.data.scalar.tag) : "";
+    if (tag == "tag:yaml.org,2002:str" || (!plain && tag.empty())) return s;
     if (tag == "tag:yaml.org,2002:int" && is_int(s)) return std::stoll(s);
-    if (tag != "?" && !tag.empty()) return s;
+    if (!tag.empty() && tag != "?") return s;
     if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return {};
     if (s == "true" || s == "True" || s == "TRUE") return true;
     if (s == "false" || s == "False" || s == "FALSE") return false;
@@ -134,10 +135,116 @@ class Converter {
     return s;
   }
 
+  util::Result<std::vector<json>> run(yaml_parser_t& parser) {
+    std::vector<json> docs;
+    while (true) {
+      yaml_event_t e;
+      if (yaml_parser_parse(&parser, &e) == 0) {
+        const std::string problem = parser.problem != nullptr ? parser.problem : "invalid YAML";
+        return at(parser.problem_mark, problem);
+      }
+      auto r = handle(e, docs);
+      const bool end = e.type == YAML_STREAM_END_EVENT;
+      yaml_event_delete(&e);
+      if (!r.ok()) return r.error();
+      if (end) return docs;
+    }
+  }
+
+  util::Result<bool> handle(const yaml_event_t& e, std::vector<json>& docs) {
+    switch (e.type) {
+      case YAML_DOCUMENT_START_EVENT:
+        doc_ = json();
+        anchors_.clear();
+        return true;
+      case YAML_DOCUMENT_END_EVENT:
+        docs.push_back(std::move(doc_));
+        return true;
+      case YAML_SEQUENCE_START_EVENT:
+      case YAML_MAPPING_START_EVENT: {
+        if (stack_.size() >= static_cast<std::size_t>(kMaxDepth)) {
+          return at(e.start_mark, "nesting is deeper than " + std::to_string(kMaxDepth));
+        }
+        Frame f;
+        f.value = e.type == YAML_SEQUENCE_START_EVENT ? json::array() : json::object();
+        const auto* anchor = e.type == YAML_SEQUENCE_START_EVENT ? e.data.sequence_start.anchor
+                                                                 : e.data.mapping_start.anchor;
+        if (anchor != nullptr) f.anchor = reinterpret_cast<const char*>(anchor);
+        stack_.push_back(std::move(f));
+        return true;
+      }
+      case YAML_SEQUENCE_END_EVENT:
+      case YAML_MAPPING_END_EVENT: {
+        Frame f = std::move(stack_.back());
+        stack_.pop_back();
+        if (!f.anchor.empty()) remember(f.anchor, f.value);
+        return place(std::move(f.value), e.start_mark);
+      }
+      case YAML_SCALAR_EVENT: {
+        const std::string s(reinterpret_cast<const char*>(e.data.scalar.value),
+                            e.data.scalar.length);
+        bytes_ += s.size();
+        if (bytes_ > max_nodes_ * 4) {
+          return at(e.start_mark, "document expands to too many bytes (aliases?)");
+        }
+        if (!valid_utf8(s)) return at(e.start_mark, "a value is not valid UTF-8");
+        json v = scalar(s, e);
+        if (e.data.scalar.anchor != nullptr) {
+          remember(reinterpret_cast<const char*>(e.data.scalar.anchor), v);
+        }
+        return place(std::move(v), e.start_mark);
+      }
+      case YAML_ALIAS_EVENT: {
+        auto it = anchors_.find(reinterpret_cast<const char*>(e.data.alias.anchor));
+        if (it == anchors_.end()) return at(e.start_mark, "unknown alias");
+        // An alias copies its value: charge its size to the budgets.
+        nodes_ += it->second.nodes;
+        bytes_ += it->second.bytes;
+        if (bytes_ > max_nodes_ * 4) {
+          return at(e.start_mark, "document expands to too many bytes (aliases?)");
+        }
+        if (nodes_ > max_nodes_) {
+          return at(e.start_mark, "document expands to too many nodes (aliases?)");
+        }
+        return place(it->second.value, e.start_mark);
+      }
+      default: return true;
+    }
+  }
+
+  struct Anchored {
+    json value;
+    std::size_t nodes = 0;
+    std::size_t bytes = 0;
+  };
+
+  static void count(const json& v, std::size_t& nodes, std::size_t& bytes) {
+    ++nodes;
+    if (v.is_string()) bytes += v.get_ref<const std::string&>().size();
+    if (v.is_object()) {
+      for (const auto& [k, x] : v.items()) {
+        bytes += k.size();
+        count(x, nodes, bytes);
+      }
+    } else if (v.is_array()) {
+      for (const auto& x : v) count(x, nodes, bytes);
+    }
+  }
+
+  void remember(const std::string& anchor, const json& v) {
+    Anchored a{v, 0, 0};
+    count(v, a.nodes, a.bytes);
+    anchors_[anchor] = std::move(a);
+  }
+
+  std::string_view text_;
   std::string origin_;
   std::size_t max_nodes_;
   std::size_t nodes_ = 0;
   std::size_t bytes_ = 0;
+  json doc_;
+  std::vector<Frame> stack_;
+  std::map<std::string, Anchored> anchors_;
 };
 
 void flatten(json obj, const std::string& origin, std::vector<Document>& out, int depth) {
@@ -166,16 +273,11 @@ std::string_view trim_left(std::string_view s) {
 }  // namespace
 
 util::Result<json> yaml_to_json(std::string_view text, const std::string& origin) {
-  try {
-    YAML::Node n = YAML::Load(std::string(text));
-    Converter c(origin, max_nodes(text));
-    return c.convert(n, 0);
-  } catch (const YAML::Exception& e) {
-    return util::make_error(origin + ":" + std::to_string(e.mark.line + 1) + ":" +
-                            std::to_string(e.mark.column + 1) + ": " + e.msg);
-  } catch (const std::exception& e) {
-    return util::make_error(origin + ": " + e.what());
-  }
+  YamlReader reader(text, origin);
+  auto docs = reader.read_all();
+  if (!docs.ok()) return docs.error();
+  if (docs->size() > 1) return util::make_error(origin + ": more than one document");
+  return docs->empty() ? json() : std::move((*docs)[0]);
 }
 
 util::Result<std::vector<Document>> parse_documents(std::string_view text,
@@ -183,7 +285,7 @@ util::Result<std::vector<Document>> parse_documents(std::string_view text,
   std::vector<Document> out;
   std::string_view t = trim_left(text);
   if (!t.empty() && (t.front() == '{' || t.front() == '[')) {
-    // JSON: one value, or several concatenated (one per line, as kubectl -o json | jq -c).
+    // JSON: one value (an array of objects counts as a list of documents).
     std::string json_error;
     try {
       json j = json::parse(t);
@@ -197,30 +299,21 @@ util::Result<std::vector<Document>> parse_documents(std::string_view text,
     } catch (const json::exception& e) {
       json_error = e.what();
     }
-    // Not plain JSON: it may still be YAML (flow style); report the JSON error if not.
-    auto y = yaml_to_json(text, origin);
-    if (!y.ok()) return util::make_error(origin + ": " + json_error);
+    // Not plain JSON: it may still be YAML in flow style; report the JSON error if not.
+    YamlReader reader(text, origin);
+    if (!reader.read_all().ok()) return util::make_error(origin + ": " + json_error);
   }
-  try {
-    std::vector<YAML::Node> docs = YAML::LoadAll(std::string(text));
-    int index = 0;
-    for (const auto& d : docs) {
-      ++index;
-      Converter c(origin, max_nodes(text));
-      const std::string where = docs.size() > 1 ? origin + "#" + std::to_string(index) : origin;
-      auto j = c.convert(d, 0);
-      if (!j.ok()) return j.error();
-      if (j->is_null()) continue;
-      if (!j->is_object()) {
-        return util::make_error(where + ": a document must be a mapping (a Kubernetes object)");
-      }
-      flatten(std::move(*j), where, out, 0);
+  YamlReader reader(text, origin);
+  auto docs = reader.read_all();
+  if (!docs.ok()) return docs.error();
+  for (std::size_t i = 0; i < docs->size(); ++i) {
+    json& j = (*docs)[i];
+    if (j.is_null()) continue;
+    const std::string where = docs->size() > 1 ? origin + "#" + std::to_string(i + 1) : origin;
+    if (!j.is_object()) {
+      return util::make_error(where + ": a document must be a mapping (a Kubernetes object)");
     }
-  } catch (const YAML::Exception& e) {
-    return util::make_error(origin + ":" + std::to_string(e.mark.line + 1) + ":" +
-                            std::to_string(e.mark.column + 1) + ": " + e.msg);
-  } catch (const std::exception& e) {
-    return util::make_error(origin + ": " + e.what());
+    flatten(std::move(j), where, out, 0);
   }
   return out;
 }

@@ -118,3 +118,14 @@ TEST_CASE("aliases of a large scalar cannot amplify a small file into a huge doc
   REQUIRE_FALSE(r.ok());
   CHECK_THAT(r.error().message, Catch::Contains("too many bytes"));
 }
+
+TEST_CASE("inputs that made yaml-cpp 0.7 loop forever are plain errors") {
+  for (const char* text : {"{}, c", "{a: b}, \"c\"", "[], c", "- {}, c\n"}) {
+    INFO(text);
+    auto r = parse_documents(text, "hang.yaml");
+    if (!r.ok()) CHECK_THAT(r.error().message, Catch::StartsWith("hang.yaml"));
+  }
+  auto yaml = parse_documents("a: {x: 1}\nb: [1, {y: 2}]\n", "flow.yaml");
+  REQUIRE(yaml.ok());
+  CHECK((*yaml)[0].object["b"][1]["y"] == 2);
+}
