@@ -23,24 +23,26 @@ std::uint64_t hash_bytes(std::string_view s, std::uint64_t seed) {
 
 void FlatStringSet::build(const std::vector<std::string>& keys) {
   keys_ = keys;
+  hashes_.clear();
+  for (const auto& k : keys_) hashes_.push_back(hash_bytes(k));
   std::size_t cap = 8;
   while (cap < keys_.size() * 2) cap <<= 1;
   slots_.assign(cap, 0);
   mask_ = cap - 1;
   for (std::size_t i = 0; i < keys_.size(); ++i) {
-    std::uint64_t h = hash_bytes(keys_[i]) & mask_;
+    std::uint64_t h = hashes_[i] & mask_;
     while (slots_[h] != 0) h = (h + 1) & mask_;
     slots_[h] = static_cast<std::uint32_t>(i + 1);
   }
 }
 
-bool FlatStringSet::contains(std::string_view key) const {
+bool FlatStringSet::contains(std::string_view key, std::uint64_t hash) const {
   if (keys_.empty()) return false;
-  std::uint64_t h = hash_bytes(key) & mask_;
+  std::uint64_t h = hash & mask_;
   while (true) {
     const std::uint32_t s = slots_[h];
     if (s == 0) return false;
-    if (keys_[s - 1] == key) return true;
+    if (hashes_[s - 1] == hash && keys_[s - 1] == key) return true;
     h = (h + 1) & mask_;
   }
 }
@@ -255,7 +257,7 @@ void build_index(Predicate& pr) {
         add_string_value(ix, v, exact, true);
         break;
       case Attr::kPort:
-        exact.push_back(v);
+        ix.ports.push_back(std::stoi(v));
         break;
       case Attr::kSourceNamespace:
         if (v.find_first_of("*./") == std::string::npos)

@@ -19,9 +19,9 @@ bool ends_with(std::string_view s, std::string_view p) {
 }
 
 // Istio StringMatcher over one value, with the index's exact/prefix/suffix/.+ parts.
-bool string_match(const ValueIndex& ix, std::string_view v) {
+bool string_match(const ValueIndex& ix, std::string_view v, std::uint64_t hash) {
   if (ix.any_nonempty && !v.empty()) return true;
-  if (ix.exact.contains(v)) return true;
+  if (ix.exact.contains(v, hash)) return true;
   for (const auto& p : ix.prefixes) {
     if (starts_with(v, p)) return true;
   }
@@ -29,6 +29,10 @@ bool string_match(const ValueIndex& ix, std::string_view v) {
     if (ends_with(v, s)) return true;
   }
   return false;
+}
+
+bool string_match(const ValueIndex& ix, std::string_view v) {
+  return string_match(ix, v, compile::hash_bytes(v));
 }
 
 // One pattern in Istio's StringMatcher syntax.
@@ -134,7 +138,7 @@ bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
   const ValueIndex& ix = p.index;
   switch (p.attr) {
     case Attr::kSourcePrincipal:
-      return r.peer && string_match(ix, r.principal);
+      return r.peer && string_match(ix, r.principal, r.principal_hash);
     case Attr::kSourceNamespace: {
       if (!r.peer) return false;
       if (!ix.exact.empty()) {
@@ -161,7 +165,7 @@ bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
     case Attr::kSourceTrustDomain:
       if (!r.peer) return false;
       if (ix.any_nonempty) return true;
-      if (!r.trust_domain.empty() && ix.exact.contains(r.trust_domain)) return true;
+      if (!r.trust_domain.empty() && ix.exact.contains(r.trust_domain, r.trust_domain_hash)) return true;
       for (const auto& g : ix.globs) {
         if (g.matches(r.principal)) return true;
       }
@@ -175,7 +179,7 @@ bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
     case Attr::kRequestPrincipal:
       if (!jwt_visible || !r.jwt) return false;
       if (!r.iss_sub_key.empty() || (r.iss != nullptr && r.sub != nullptr)) {
-        if (ix.exact.contains(r.iss_sub_key)) return true;
+        if (ix.exact.contains(r.iss_sub_key, r.iss_sub_hash)) return true;
       }
       for (const auto& m : ix.iss_sub) {
         if (kind_match(m.iss_kind, m.iss, r.iss) && kind_match(m.sub_kind, m.sub, r.sub)) {
@@ -201,13 +205,13 @@ bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
     }
     case Attr::kHost:
       if (!r.has_host) return false;
-      return ix.present || string_match(ix, r.host);
+      return ix.present || string_match(ix, r.host, r.host_hash);
     case Attr::kMethod:
       if (!r.request->method) return false;
-      return ix.present || string_match(ix, *r.request->method);
+      return ix.present || string_match(ix, *r.request->method, r.method_hash);
     case Attr::kPath:
       if (!r.has_path) return false;
-      if (string_match(ix, r.path)) return true;
+      if (string_match(ix, r.path, r.path_hash)) return true;
       for (const auto& t : ix.templates) {
         if (t.matches(r.path)) return true;
       }
@@ -230,7 +234,10 @@ bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
       return ix.present || string_match(ix, *v);
     }
     case Attr::kPort:
-      return !r.port.empty() && ix.exact.contains(r.port);
+      for (int port : ix.ports) {
+        if (port == r.port_number) return true;
+      }
+      return false;
     case Attr::kSni:
       return r.request->sni && string_match(ix, *r.request->sni);
     case Attr::kMetadata: {
@@ -285,8 +292,9 @@ const TableRule* first_match(const std::vector<TableRule>& rules, const Prepared
 
 bool rule_matches(const TableRule& rule, const PreparedRequest& r, bool custom_stage) {
   if (rule.tcp_dropped && !r.http) return false;
-  return side_matches(rule.permissions, r, !custom_stage) &&
-         side_matches(rule.principals, r, !custom_stage);
+  // A pure AND: the principals usually differ from rule to rule, so they go first.
+  return side_matches(rule.principals, r, !custom_stage) &&
+         side_matches(rule.permissions, r, !custom_stage);
 }
 
 Decision evaluate(const compile::DecisionTable& t, const PreparedRequest& r) {

@@ -2,6 +2,7 @@
 
 #include <cctype>
 
+#include "tollgate/compile/table.h"
 #include "tollgate/policy/values.h"
 
 namespace tollgate::eval {
@@ -95,6 +96,23 @@ std::string merge_slashes(std::string_view s) {
     out.push_back(c);
   }
   return out;
+}
+
+// True when normalize_path would return `path` unchanged (the common case): no escapes,
+// backslashes, fragments or dot segments, and no "//" where slashes are merged.
+bool already_normal(std::string_view path, policy::PathNormalization n) {
+  if (path.empty() || path[0] != '/') return false;
+  const bool merge = n == policy::PathNormalization::kMergeSlashes ||
+                     n == policy::PathNormalization::kDecodeAndMergeSlashes;
+  const std::size_t end = std::min(path.find('?'), path.size());
+  for (std::size_t i = 0; i < end; ++i) {
+    const char c = path[i];
+    if (c == '%' || c == '\\' || c == '#') return false;
+    if (c == '/' && i + 1 < end && (path[i + 1] == '.' || (merge && path[i + 1] == '/'))) {
+      return false;
+    }
+  }
+  return path.find('#', end) == std::string_view::npos;
 }
 
 }  // namespace
@@ -339,7 +357,12 @@ void prepare(const Request& r, policy::PathNormalization n, PreparedRequest& out
       out.host = *r.host;
       for (char& c : out.host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     }
-    if (r.path) {
+    if (r.path && already_normal(*r.path, n)) {
+      out.has_path = true;
+      out.path_with_query.assign(*r.path);
+      std::string_view pv(out.path_with_query);
+      out.path = pv.substr(0, pv.find('?'));
+    } else if (r.path) {
       auto p = normalize_path(*r.path, n);
       if (!p) {
         out.rejected = "the path contains %00, which Envoy rejects with 400 before authorization";
@@ -352,6 +375,13 @@ void prepare(const Request& r, policy::PathNormalization n, PreparedRequest& out
     }
   }
   out.port = r.port ? std::to_string(*r.port) : std::string();
+  out.port_number = r.port.value_or(-1);
+  out.principal_hash = compile::hash_bytes(out.principal);
+  out.trust_domain_hash = compile::hash_bytes(out.trust_domain);
+  out.method_hash = compile::hash_bytes(r.method ? std::string_view(*r.method) : "");
+  out.host_hash = compile::hash_bytes(out.host);
+  out.path_hash = compile::hash_bytes(out.path);
+  out.iss_sub_hash = compile::hash_bytes(out.iss_sub_key);
 }
 
 }  // namespace tollgate::eval

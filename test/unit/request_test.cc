@@ -68,3 +68,20 @@ TEST_CASE("prepare lower-cases the host, strips the query for paths and splits t
   CHECK(*p.iss == "https://issuer/path");
   CHECK(*p.sub == "sub");
 }
+
+TEST_CASE("prepare's shortcut for already-normal paths agrees with normalize_path") {
+  const char* paths[] = {"/", "/a/b", "/a/b?x=/../y", "/a/.b", "/a//b", "/a/./b", "/a/../b",
+                         "/%61", "a/b", "/a\\b", "/a#x", "/a?q#f", "/.", "/a/..", "//x"};
+  for (auto n : {PathNormalization::kBase, PathNormalization::kMergeSlashes,
+                 PathNormalization::kDecodeAndMergeSlashes, PathNormalization::kNone}) {
+    for (const char* p : paths) {
+      INFO(p << " with normalization " << static_cast<int>(n));
+      auto r = testing::mk_request(std::string(R"({"path":)") + nlohmann::json(p).dump() + "}");
+      eval::PreparedRequest prepared;
+      eval::prepare(r, n, prepared);
+      auto expect = normalize_path(p, n);
+      REQUIRE(expect.has_value());
+      CHECK(prepared.path_with_query == *expect);
+    }
+  }
+}

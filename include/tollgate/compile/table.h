@@ -16,20 +16,23 @@ namespace tollgate::compile {
 
 inline constexpr const char* kTableApiVersion = "tollgate.dev/v1alpha1";
 
+std::uint64_t hash_bytes(std::string_view s, std::uint64_t seed = 0);
+
 // Open-addressing hash set of strings: exact values are looked up, not scanned.
 class FlatStringSet {
  public:
   void build(const std::vector<std::string>& keys);
-  bool contains(std::string_view key) const;
+  bool contains(std::string_view key) const { return contains(key, hash_bytes(key)); }
+  // `hash` must be hash_bytes(key): lets a request hash an attribute once for all rules.
+  bool contains(std::string_view key, std::uint64_t hash) const;
   bool empty() const { return keys_.empty(); }
 
  private:
   std::vector<std::string> keys_;
-  std::vector<std::uint32_t> slots_;  // index+1 into keys_, 0 = empty
+  std::vector<std::uint64_t> hashes_;  // parallel to keys_: compared before the bytes
+  std::vector<std::uint32_t> slots_;   // index+1 into keys_, 0 = empty
   std::uint64_t mask_ = 0;
 };
-
-std::uint64_t hash_bytes(std::string_view s, std::uint64_t seed = 0);
 
 // A path template ("/a/{*}/b/{**}") compiled to tokens.
 struct PathTemplate {
@@ -73,6 +76,7 @@ struct ValueIndex {
   std::vector<IssSub> iss_sub;
   // metadata list-contains values ("[v]")
   std::vector<std::string> list_values;
+  std::vector<int> ports;  // destination ports, compared as numbers
 };
 
 // One tested attribute: true iff any value matches (NOT of that if negate).

@@ -64,6 +64,10 @@ struct PreparedRequest {
   std::string path_with_query;          // normalized
   std::string_view path;                // normalized, without query
   std::string port;                     // decimal, empty if none
+  int port_number = -1;
+  // hash_bytes() of the attributes most rules test, computed once per request.
+  std::uint64_t principal_hash = 0, trust_domain_hash = 0, method_hash = 0, host_hash = 0,
+                path_hash = 0, iss_sub_hash = 0;
   std::optional<std::string> rejected;  // Envoy answers 400 before authorization
 };
 
