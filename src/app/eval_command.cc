@@ -90,7 +90,9 @@ json parse_and_decide(std::string_view text, std::unordered_map<std::string, Com
 // wrong types, unknown keys) falls back to the slow path, which words the error.
 class LineEvaluator {
  public:
-  json decide_line(std::string& line) {
+  // Appends the decision to `out` and returns null, or returns what to write instead (an
+  // error, or a decision from the slow path).
+  json decide_line(std::string& line, std::string& out) {
     const std::size_t size = line.size();
     line.reserve(size + simdjson::SIMDJSON_PADDING);
     std::string_view policies, workload, request, mesh;
@@ -158,7 +160,8 @@ class LineEvaluator {
     const auto& table = compiled->table;
     eval::PreparedRequest prepared;
     eval::prepare(*req, table.path_normalization, prepared);
-    return eval::decision_json(table, eval::evaluate(table, prepared), prepared);
+    eval::append_decision_json(out, table, eval::evaluate(table, prepared), prepared);
+    return nullptr;
   }
 
  private:
@@ -227,12 +230,14 @@ int run_eval(std::istream& in, std::ostream& out, bool jsonl) {
   while (std::getline(in, line)) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    json d = evaluator.decide_line(line);
-    if (d.contains("error")) {
-      status = 1;
-      d["error"] = "line " + std::to_string(lineno) + ": " + d["error"].get<std::string>();
+    json d = evaluator.decide_line(line, out_buf);
+    if (!d.is_null()) {
+      if (d.contains("error")) {
+        status = 1;
+        d["error"] = "line " + std::to_string(lineno) + ": " + d["error"].get<std::string>();
+      }
+      out_buf += d.dump(-1, ' ', false, json::error_handler_t::replace);
     }
-    out_buf += d.dump(-1, ' ', false, json::error_handler_t::replace);
     out_buf += '\n';
     if (out_buf.size() > (1u << 16)) {
       out << out_buf;

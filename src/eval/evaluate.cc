@@ -566,4 +566,81 @@ json decision_json(const compile::DecisionTable& t, const Decision& d, const Pre
   return j;
 }
 
+namespace {
+
+// Writes a JSON string as nlohmann's dump() does; false if it needs nlohmann (non-ASCII).
+bool append_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c >= 0x80) return false;
+        if (c < 0x20) {
+          out += "\\u00";
+          out.push_back(kHex[c >> 4]);
+          out.push_back(kHex[c & 0xf]);
+        } else {
+          out.push_back(ch);
+        }
+    }
+  }
+  out.push_back('"');
+  return true;
+}
+
+}  // namespace
+
+void append_decision_json(std::string& out, const compile::DecisionTable& t, const Decision& d,
+                          const PreparedRequest& r) {
+  const std::size_t mark = out.size();
+  bool ok = true;
+  // Keys in nlohmann's (sorted) order: action, audit, decision, dryRun, policy, reason, rule.
+  out += "{\"action\":";
+  if (d.rule != nullptr) {
+    ok = append_string(out, policy::action_name(d.rule->action)) && ok;
+  } else {
+    out += "null";
+  }
+  if (d.audit != nullptr) {
+    out += ",\"audit\":{\"policy\":";
+    ok = append_string(out, d.audit->policy) && ok;
+    out += ",\"rule\":" + std::to_string(d.audit->rule) + "}";
+  }
+  out += d.allowed ? ",\"decision\":\"ALLOW\"" : ",\"decision\":\"DENY\"";
+  if (d.dry_run_evaluated) {
+    out += d.dry_run_allowed ? ",\"dryRun\":{\"decision\":\"ALLOW\",\"policy\":"
+                             : ",\"dryRun\":{\"decision\":\"DENY\",\"policy\":";
+    if (d.dry_run_rule != nullptr) {
+      ok = append_string(out, d.dry_run_rule->policy) && ok;
+      out += ",\"rule\":" + std::to_string(d.dry_run_rule->rule) + "}";
+    } else {
+      out += "null,\"rule\":null}";
+    }
+  }
+  out += ",\"policy\":";
+  if (d.rule != nullptr) {
+    ok = append_string(out, d.rule->policy) && ok;
+  } else {
+    out += "null";
+  }
+  out += ",\"reason\":";
+  ok = append_string(out, reason(t, d, r)) && ok;
+  out += ",\"rule\":";
+  out += d.rule != nullptr ? std::to_string(d.rule->rule) : "null";
+  out += "}";
+  if (!ok) {  // non-ASCII text: let nlohmann write it
+    out.resize(mark);
+    out += decision_json(t, d, r).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+}
+
 }  // namespace tollgate::eval

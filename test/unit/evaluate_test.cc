@@ -279,3 +279,35 @@ TEST_CASE("mismatch says which fields of a rule the request failed, and is empty
         "[/api/v1/data]");
   CHECK_THAT(why(R"({"protocol":"tcp"})"), Catch::Contains("not generate it for TCP"));
 }
+
+TEST_CASE("append_decision_json writes exactly what decision_json().dump() writes") {
+  const auto ps = mk_policies(R"(
+kind: AuthorizationPolicy
+metadata: {name: "q\"uote\\d", namespace: ns, annotations: {istio.io/dry-run: "true"}}
+spec: {action: DENY, rules: [{to: [{operation: {paths: [/dry]}}]}]}
+---
+kind: AuthorizationPolicy
+metadata: {name: aud, namespace: ns}
+spec: {action: AUDIT, rules: [{to: [{operation: {paths: [/a*]}}]}]}
+---
+kind: AuthorizationPolicy
+metadata: {name: "caf\u00e9", namespace: ns}
+spec: {rules: [{to: [{operation: {paths: [/a]}}]}]}
+---
+kind: AuthorizationPolicy
+metadata: {name: tab, namespace: ns}
+spec: {rules: [{to: [{operation: {paths: ["/b"]}}]}]}
+)");
+  const auto t = compile::compile_table(ps, mk_workload("ns"), {});
+  for (const char* req : {R"({"path":"/a"})", R"({"path":"/b"})", R"({"path":"/dry"})",
+                          R"({"path":"/zzz"})", R"({"path":"/x%00"})"}) {
+    INFO(req);
+    const auto r = testing::mk_request(req);
+    eval::PreparedRequest p;
+    eval::prepare(r, t.path_normalization, p);
+    const auto d = eval::evaluate(t, p);
+    std::string out = "prefix:";
+    eval::append_decision_json(out, t, d, p);
+    CHECK(out == "prefix:" + eval::decision_json(t, d, p).dump());
+  }
+}

@@ -52,4 +52,8 @@ std::string reason(const compile::DecisionTable& t, const Decision& d, const Pre
 nlohmann::json decision_json(const compile::DecisionTable& t, const Decision& d,
                              const PreparedRequest& r);
 
+// Appends decision_json(t, d, r).dump() to `out`, byte for byte, without building a DOM.
+void append_decision_json(std::string& out, const compile::DecisionTable& t, const Decision& d,
+                          const PreparedRequest& r);
+
 }  // namespace tollgate::eval
