@@ -104,9 +104,8 @@ std::string write_stream(const std::filesystem::path& file, int lines, int disti
                        {{{"operation",
                           {{"methods", {"GET"}},
                            {"paths", {"/api/*", "/v" + std::to_string(version)}}}}}}}}}));
-    json deny = policy_json(
-        "deny-admin", "DENY",
-        json::array({{{"to", {{{"operation", {{"paths", {"/admin*"}}}}}}}}}));
+    json deny = policy_json("deny-admin", "DENY",
+                            json::array({{{"to", {{{"operation", {{"paths", {"/admin*"}}}}}}}}}));
     json req = {{"protocol", "http"},
                 {"source",
                  {{"principal", principal(static_cast<int>(rng() % 4))},
@@ -148,9 +147,9 @@ int main(int argc, char** argv) {
   for (int n : {10, 100, 1000, 10000}) {
     json values = json::array();
     for (int k = 0; k < n; ++k) values.push_back(principal(k));
-    const auto t = table_of({policy_json(
-        "allow-many", "ALLOW",
-        json::array({{{"from", {{{"source", {{"principals", values}}}}}}}}))});
+    const auto t = table_of(
+        {policy_json("allow-many", "ALLOW",
+                     json::array({{{"from", {{{"source", {{"principals", values}}}}}}}}))});
     auto r = requests(n, t);
     const double d = rate(t, r, false);
     const double dp = rate(t, r, true);
@@ -173,7 +172,8 @@ int main(int argc, char** argv) {
   }
   ten.push_back(policy_json(
       "deny-admin", "DENY",
-      json::array({{{"to", {{{"operation", {{"paths", {"/admin*"}}, {"notMethods", {"GET"}}}}}}}}})));
+      json::array(
+          {{{"to", {{{"operation", {{"paths", {"/admin*"}}, {"notMethods", {"GET"}}}}}}}}})));
   const auto t10 = table_of(ten);
   auto r10 = requests(12, t10);
   const double rate_rules = rate(t10, r10, false);

@@ -1,6 +1,7 @@
 // `tollgate eval`: parse, compile (cached per distinct policy set), evaluate.
 #include <simdjson.h>
 
+#include <cctype>
 #include <iostream>
 #include <string>
 #include <unordered_map>
@@ -9,6 +10,7 @@
 #include "tollgate/compile/compile.h"
 #include "tollgate/eval/evaluate.h"
 #include "tollgate/policy/parse.h"
+#include "tollgate/policy/values.h"
 
 namespace tollgate::app {
 namespace {
@@ -149,22 +151,122 @@ class LineEvaluator {
     }
     const Compiled* compiled = lookup(policies, workload, mesh);
     if (compiled == nullptr) return parse_and_decide(std::string_view(line.data(), size), cache_);
-    json req_json;
-    try {
-      req_json = json::parse(request);
-    } catch (const json::exception&) {
-      return parse_and_decide(std::string_view(line.data(), size), cache_);
+    eval::Request req;
+    const std::size_t room = line.data() + line.capacity() - request.data();
+    if (!fast_request(request, room, req)) {
+      // Anything unusual (or wrong) goes through the full parser, which words errors.
+      json req_json;
+      try {
+        req_json = json::parse(request);
+      } catch (const json::exception&) {
+        return parse_and_decide(std::string_view(line.data(), size), cache_);
+      }
+      auto parsed = eval::parse_request(req_json);
+      if (!parsed.ok()) return {{"error", parsed.error().message}};
+      req = std::move(*parsed);
     }
-    auto req = eval::parse_request(req_json);
-    if (!req.ok()) return {{"error", req.error().message}};
     const auto& table = compiled->table;
     eval::PreparedRequest prepared;
-    eval::prepare(*req, table.path_normalization, prepared);
+    eval::prepare(req, table.path_normalization, prepared);
     eval::append_decision_json(out, table, eval::evaluate(table, prepared), prepared);
     return nullptr;
   }
 
  private:
+  // The plain request shapes, read straight from simdjson: strings, an integer port, string
+  // headers, a claims object. Returns false for anything else (or anything invalid): the
+  // caller then uses eval::parse_request, the one place that words errors.
+  bool fast_request(std::string_view text, std::size_t room, eval::Request& r) {
+    simdjson::ondemand::document doc;
+    simdjson::ondemand::object obj;
+    if (parser_.iterate(text.data(), text.size(), room).get(doc) || doc.get_object().get(obj)) {
+      return false;
+    }
+    auto str = [](simdjson::ondemand::value v, std::optional<std::string>& out) {
+      std::string_view s;
+      if (v.get_string().get(s)) return false;
+      out = std::string(s);
+      return true;
+    };
+    for (auto field : obj) {
+      std::string_view key;
+      simdjson::ondemand::value v;
+      if (field.unescaped_key().get(key) || field.value().get(v)) return false;
+      if (key == "protocol") {
+        std::string_view s;
+        if (v.get_string().get(s)) return false;
+        if (s == "tcp") {
+          r.tcp = true;
+        } else if (s != "http") {
+          return false;
+        }
+      } else if (key == "source") {
+        simdjson::ondemand::object src;
+        if (v.get_object().get(src)) return false;
+        for (auto f : src) {
+          std::string_view k, s;
+          if (f.unescaped_key().get(k) || f.value().get_string().get(s)) return false;
+          if (k == "principal") {
+            if (s.substr(0, 9) == "spiffe://") s.remove_prefix(9);
+            if (s.empty()) return false;
+            r.principal = std::string(s);
+          } else if (k == "ip" || k == "remoteIp") {
+            if (!policy::parse_ip(s)) return false;
+            (k == "ip" ? r.source_ip : r.remote_ip) = std::string(s);
+          } else {
+            return false;
+          }
+        }
+      } else if (key == "method") {
+        if (!str(v, r.method)) return false;
+      } else if (key == "path") {
+        if (!str(v, r.path)) return false;
+      } else if (key == "host") {
+        if (!str(v, r.host)) return false;
+      } else if (key == "sni") {
+        if (!str(v, r.sni)) return false;
+      } else if (key == "requestPrincipal") {
+        if (!str(v, r.request_principal)) return false;
+      } else if (key == "destinationIp") {
+        if (!str(v, r.destination_ip) || !policy::parse_ip(*r.destination_ip)) return false;
+      } else if (key == "port") {
+        std::int64_t port = 0;
+        if (v.get_int64().get(port) || port < 0 || port > 65535) return false;
+        r.port = static_cast<int>(port);
+      } else if (key == "headers") {
+        simdjson::ondemand::object hs;
+        if (v.get_object().get(hs)) return false;
+        for (auto f : hs) {
+          std::string_view k, s;
+          if (f.unescaped_key().get(k) || f.value().get_string().get(s)) return false;
+          std::string lower(k);
+          for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+          for (const auto& h : r.headers) {
+            if (h.first == lower) return false;  // repeated names: joined by the full parser
+          }
+          r.headers.emplace_back(std::move(lower), std::string(s));
+        }
+      } else if (key == "jwtClaims") {
+        simdjson::ondemand::object claims;
+        std::string_view raw;
+        if (v.get_object().get(claims) || claims.raw_json().get(raw)) return false;
+        try {
+          r.jwt_claims = json::parse(raw);
+        } catch (const json::exception&) {
+          return false;
+        }
+      } else if (key == "extAuthzDecision") {
+        std::string_view s;
+        if (v.get_string().get(s) || (s != "ALLOW" && s != "DENY")) return false;
+        r.ext_authz_default = std::string(s);
+      } else {
+        return false;
+      }
+    }
+    if (!r.remote_ip) r.remote_ip = r.source_ip;
+    return true;
+  }
+
   const Compiled* lookup(std::string_view policies, std::string_view workload,
                          std::string_view mesh) {
     key_.clear();

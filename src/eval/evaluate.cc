@@ -165,7 +165,8 @@ bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
     case Attr::kSourceTrustDomain:
       if (!r.peer) return false;
       if (ix.any_nonempty) return true;
-      if (!r.trust_domain.empty() && ix.exact.contains(r.trust_domain, r.trust_domain_hash)) return true;
+      if (!r.trust_domain.empty() && ix.exact.contains(r.trust_domain, r.trust_domain_hash))
+        return true;
       for (const auto& g : ix.globs) {
         if (g.matches(r.principal)) return true;
       }
@@ -575,13 +576,27 @@ bool append_string(std::string& out, std::string_view s) {
   for (const char ch : s) {
     const auto c = static_cast<unsigned char>(ch);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c >= 0x80) return false;
         if (c < 0x20) {

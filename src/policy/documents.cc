@@ -120,8 +120,8 @@ class YamlReader {
   }
 
   static json scalar(const std::string& s, const yaml_event_t& e) {
-    const bool plain = e.data.scalar.plain_implicit != 0 &&
-                       e.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+    const bool plain =
+        e.data.scalar.plain_implicit != 0 && e.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
     const std::string tag =
         e.data.scalar.tag != nullptr ? reinterpret_cast<const char*>(e.data.scalar.tag) : "";
     if (tag == "tag:yaml.org,2002:str" || (!plain && tag.empty())) return s;
@@ -208,7 +208,8 @@ class YamlReader {
         }
         return place(it->second.value, e.start_mark);
       }
-      default: return true;
+      default:
+        return true;
     }
   }
 

@@ -75,3 +75,42 @@ TEST_CASE("a bad input line gets an error naming it, the others still decide, ex
   CHECK_THAT(json::parse(l3)["error"].get<std::string>(), Catch::Contains("request.port"));
   CHECK(json::parse(l4)["decision"] == cases[1]["expect"]);
 }
+
+TEST_CASE("the --jsonl fast path and the full parser give identical decisions on every case") {
+  const json cases = load_cases();
+  std::string input;
+  for (const auto& c : cases) input += input_of(c).dump() + "\n";
+  // Variants the fast path hands over to the full parser: string port, header lists,
+  // upper-case protocol, spiffe:// prefix.
+  for (const auto& c : cases) {
+    json in = input_of(c);
+    json& r = in["request"];
+    if (r.contains("port")) r["port"] = std::to_string(r["port"].get<int>());
+    if (r.contains("protocol")) r["protocol"] = r["protocol"] == "tcp" ? "TCP" : "HTTP";
+    if (r.contains("headers")) {
+      for (auto& [k, v] : r["headers"].items()) v = json::array({v});
+    }
+    if (r.contains("source") && r["source"].contains("principal")) {
+      r["source"]["principal"] = "spiffe://" + r["source"]["principal"].get<std::string>();
+    }
+    input += in.dump() + "\n";
+  }
+  const auto fast = run_tollgate("eval --jsonl", input);
+  REQUIRE(fast.status == 0);
+  std::istringstream lines(fast.out);
+  std::string line;
+  std::vector<json> decisions;
+  while (std::getline(lines, line)) decisions.push_back(json::parse(line));
+  REQUIRE(decisions.size() == 2 * cases.size());
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    INFO("case " << cases[i]["id"].get<std::string>());
+    CHECK(decisions[i] == decisions[i + cases.size()]);
+  }
+  // And one case in three through single-object mode, which always uses the full parser.
+  for (std::size_t i = 0; i < cases.size(); i += 3) {
+    INFO("case " << cases[i]["id"].get<std::string>());
+    const auto single = run_tollgate("eval", input_of(cases[i]).dump());
+    REQUIRE(single.status == 0);
+    CHECK(json::parse(single.out) == decisions[i]);
+  }
+}

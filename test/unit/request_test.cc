@@ -70,8 +70,9 @@ TEST_CASE("prepare lower-cases the host, strips the query for paths and splits t
 }
 
 TEST_CASE("prepare's shortcut for already-normal paths agrees with normalize_path") {
-  const char* paths[] = {"/", "/a/b", "/a/b?x=/../y", "/a/.b", "/a//b", "/a/./b", "/a/../b",
-                         "/%61", "a/b", "/a\\b", "/a#x", "/a?q#f", "/.", "/a/..", "//x"};
+  const char* paths[] = {"/",      "/a/b",    "/a/b?x=/../y", "/a/.b", "/a//b",
+                         "/a/./b", "/a/../b", "/%61",         "a/b",   "/a\\b",
+                         "/a#x",   "/a?q#f",  "/.",           "/a/..", "//x"};
   for (auto n : {PathNormalization::kBase, PathNormalization::kMergeSlashes,
                  PathNormalization::kDecodeAndMergeSlashes, PathNormalization::kNone}) {
     for (const char* p : paths) {

@@ -61,9 +61,9 @@ struct PreparedRequest {
   bool has_host = false;
   std::string host;  // lower-cased :authority
   bool has_path = false;
-  std::string path_with_query;          // normalized
-  std::string_view path;                // normalized, without query
-  std::string port;                     // decimal, empty if none
+  std::string path_with_query;  // normalized
+  std::string_view path;        // normalized, without query
+  std::string port;             // decimal, empty if none
   int port_number = -1;
   // hash_bytes() of the attributes most rules test, computed once per request.
   std::uint64_t principal_hash = 0, trust_domain_hash = 0, method_hash = 0, host_hash = 0,
