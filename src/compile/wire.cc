@@ -10,20 +10,6 @@ namespace {
 using nlohmann::json;
 using policy::Attr;
 
-const char* normalization_name(policy::PathNormalization n) {
-  switch (n) {
-    case policy::PathNormalization::kBase:
-      return "BASE";
-    case policy::PathNormalization::kMergeSlashes:
-      return "MERGE_SLASHES";
-    case policy::PathNormalization::kDecodeAndMergeSlashes:
-      return "DECODE_AND_MERGE_SLASHES";
-    case policy::PathNormalization::kNone:
-      break;
-  }
-  return "NONE";
-}
-
 std::vector<std::string> split_arg(const std::string& arg) {
   std::vector<std::string> out;
   std::size_t start = 0;
@@ -174,17 +160,8 @@ struct Reader {
       t.name = r["name"].get<std::string>();
       t.policy = r["policy"].get<std::string>();
       t.rule = r.value("rule", 0);
-      const std::string action = r.value("action", "");
-      if (action == "ALLOW")
-        t.action = policy::Action::kAllow;
-      else if (action == "DENY")
-        t.action = policy::Action::kDeny;
-      else if (action == "AUDIT")
-        t.action = policy::Action::kAudit;
-      else if (action == "CUSTOM")
-        t.action = policy::Action::kCustom;
-      else
-        return fail(w + ".action", "unknown action");
+      t.action = policy::parse_action(r.value("action", ""));
+      if (t.action == policy::Action::kUnknown) return fail(w + ".action", "unknown action");
       t.tcp_dropped = r.value("tcpDropped", false);
       if (!r.contains("principals") || !side(r["principals"], w + ".principals", t.principals)) {
         return fail(w, "needs principals");
@@ -212,7 +189,7 @@ json body_json(const DecisionTable& t) {
   j["apiVersion"] = kTableApiVersion;
   j["kind"] = "DecisionTable";
   j["namespace"] = t.namespace_;
-  j["pathNormalization"] = normalization_name(t.path_normalization);
+  j["pathNormalization"] = policy::path_normalization_name(t.path_normalization);
   j["policies"] = t.policies;
   j["hasAllow"] = t.has_allow;
   json custom = json::array();
@@ -255,16 +232,9 @@ util::Result<DecisionTable> table_from_json(const nlohmann::json& j) {
   Reader r;
   t.namespace_ = j.value("namespace", "");
   const std::string norm = j.value("pathNormalization", "BASE");
-  if (norm == "BASE")
-    t.path_normalization = policy::PathNormalization::kBase;
-  else if (norm == "MERGE_SLASHES")
-    t.path_normalization = policy::PathNormalization::kMergeSlashes;
-  else if (norm == "DECODE_AND_MERGE_SLASHES") {
-    t.path_normalization = policy::PathNormalization::kDecodeAndMergeSlashes;
-  } else if (norm == "NONE")
-    t.path_normalization = policy::PathNormalization::kNone;
-  else
-    return util::make_error("table: unknown pathNormalization " + norm);
+  const auto normalization = policy::parse_path_normalization(norm);
+  if (!normalization) return util::make_error("table: unknown pathNormalization " + norm);
+  t.path_normalization = *normalization;
   t.has_allow = j.value("hasAllow", false);
   if (j.contains("policies")) r.strings(j["policies"], "policies", t.policies);
   if (j.contains("notes")) r.strings(j["notes"], "notes", t.notes);

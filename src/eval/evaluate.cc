@@ -478,7 +478,10 @@ std::string mismatch(const TableRule& rule, const PreparedRequest& r, bool custo
 }
 
 std::string reason(const compile::DecisionTable& t, const Decision& d, const PreparedRequest& r) {
-  auto rule_text = [&](const TableRule& rule) {
+  // Every Why that names a rule has d.rule set; a null rule still gets a sentence, never a crash.
+  auto rule_text = [&](const TableRule* matched) {
+    if (matched == nullptr) return std::string("a rule matched");
+    const TableRule& rule = *matched;
     std::string s = std::string(policy::action_name(rule.action)) + " policy " + rule.policy +
                     " rule " + std::to_string(rule.rule) + " matched";
     if (rule.empty_rule()) {
@@ -496,26 +499,30 @@ std::string reason(const compile::DecisionTable& t, const Decision& d, const Pre
     }
     return s;
   };
+  static const std::string kUnknownProvider = "(unknown)";
+  static const std::string kInvalidRule = "the rule is invalid";
+  const std::string& provider = d.stage != nullptr ? d.stage->provider : kUnknownProvider;
+  const std::string& deny_reason = d.stage != nullptr ? d.stage->deny_reason : kInvalidRule;
   switch (d.why) {
     case Why::kRejected:
       return "request rejected before authorization: " + *r.rejected;
     case Why::kCustomDenied:
-      return rule_text(*d.rule) + "; its provider " + d.stage->provider + " denied the request";
+      return rule_text(d.rule) + "; its provider " + provider + " denied the request";
     case Why::kCustomNoAnswer:
-      return rule_text(*d.rule) + "; provider " + d.stage->provider +
+      return rule_text(d.rule) + "; provider " + provider +
              " must decide, and no answer was given (extAuthzDecision): denied, failing closed";
     case Why::kBadCustom:
-      return rule_text(*d.rule) + "; denied because " + d.stage->deny_reason +
+      return rule_text(d.rule) + "; denied because " + deny_reason +
              " (Istio turns such CUSTOM rules into DENY rules)";
     case Why::kDenyMatched: {
-      std::string s = rule_text(*d.rule);
+      std::string s = rule_text(d.rule);
       if (t.has_allow) s += "; DENY is evaluated before ALLOW, so no ALLOW policy can override it";
       return s;
     }
     case Why::kNoAllowPolicy:
       return "no ALLOW policy applies to the workload: allowed by default";
     case Why::kAllowMatched:
-      return rule_text(*d.rule);
+      return rule_text(d.rule);
     case Why::kNoAllowMatched: {
       std::string names;
       int dropped = 0;

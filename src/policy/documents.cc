@@ -85,6 +85,9 @@ class YamlReader {
   }
 
  private:
+  // nlohmann::json's move constructor is noexcept, but clang-tidy 14 cannot see through its
+  // assert_invariant(); the implicit members here do not throw.
+  // NOLINTNEXTLINE(bugprone-exception-escape)
   struct Frame {
     json value;
     std::string key;  // mappings: the pending key
@@ -213,6 +216,9 @@ class YamlReader {
     }
   }
 
+  // nlohmann::json's move constructor is noexcept, but clang-tidy 14 cannot see through its
+  // assert_invariant(); the implicit members here do not throw.
+  // NOLINTNEXTLINE(bugprone-exception-escape)
   struct Anchored {
     json value;
     std::size_t nodes = 0;
@@ -366,18 +372,12 @@ util::Result<MeshConfig> parse_mesh(const json& o) {
     } else if (key == "pathNormalization") {
       const json& v = val.is_object() && val.contains("normalization") ? val["normalization"] : val;
       TOLLGATE_TRY(s, str(v, key));
-      if (s == "BASE" || s == "DEFAULT")
-        m.path_normalization = PathNormalization::kBase;
-      else if (s == "MERGE_SLASHES")
-        m.path_normalization = PathNormalization::kMergeSlashes;
-      else if (s == "DECODE_AND_MERGE_SLASHES") {
-        m.path_normalization = PathNormalization::kDecodeAndMergeSlashes;
-      } else if (s == "NONE")
-        m.path_normalization = PathNormalization::kNone;
-      else {
+      const auto n = parse_path_normalization(s);
+      if (!n) {
         return util::make_error("mesh.pathNormalization: \"" + s +
                                 "\" is not BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES or NONE");
       }
+      m.path_normalization = *n;
     } else {
       return util::make_error("mesh." + key + ": unknown setting");
     }

@@ -368,16 +368,8 @@ class Parser {
         p_.action_text = it->dump();
       } else {
         p_.action_text = it->get<std::string>();
-        if (p_.action_text == "ALLOW")
-          p_.action = Action::kAllow;
-        else if (p_.action_text == "DENY")
-          p_.action = Action::kDeny;
-        else if (p_.action_text == "AUDIT")
-          p_.action = Action::kAudit;
-        else if (p_.action_text == "CUSTOM")
-          p_.action = Action::kCustom;
-        else {
-          p_.action = Action::kUnknown;
+        p_.action = parse_action(p_.action_text);
+        if (p_.action == Action::kUnknown) {
           error("spec.action",
                 quote(p_.action_text) +
                     " is not an action (ALLOW, DENY, AUDIT, CUSTOM); Istio ignores this policy");

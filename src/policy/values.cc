@@ -23,6 +23,36 @@ const char* action_name(Action a) {
   return "UNKNOWN";
 }
 
+Action parse_action(std::string_view name) {
+  for (Action a : {Action::kAllow, Action::kDeny, Action::kAudit, Action::kCustom}) {
+    if (name == action_name(a)) return a;
+  }
+  return Action::kUnknown;
+}
+
+const char* path_normalization_name(PathNormalization n) {
+  switch (n) {
+    case PathNormalization::kBase:
+      return "BASE";
+    case PathNormalization::kMergeSlashes:
+      return "MERGE_SLASHES";
+    case PathNormalization::kDecodeAndMergeSlashes:
+      return "DECODE_AND_MERGE_SLASHES";
+    case PathNormalization::kNone:
+      break;
+  }
+  return "NONE";
+}
+
+std::optional<PathNormalization> parse_path_normalization(std::string_view name) {
+  if (name == "DEFAULT") return PathNormalization::kBase;
+  for (auto n : {PathNormalization::kBase, PathNormalization::kMergeSlashes,
+                 PathNormalization::kDecodeAndMergeSlashes, PathNormalization::kNone}) {
+    if (name == path_normalization_name(n)) return n;
+  }
+  return std::nullopt;
+}
+
 const char* severity_name(Finding::Severity s) {
   switch (s) {
     case Finding::Severity::kError:

@@ -7,12 +7,14 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tollgate::policy {
 
 enum class Action : std::uint8_t { kAllow, kDeny, kAudit, kCustom, kUnknown };
 const char* action_name(Action a);
+Action parse_action(std::string_view name);  // kUnknown unless ALLOW, DENY, AUDIT, CUSTOM
 
 // Every attribute a rule can test. One enum for Source fields, Operation fields and `when`
 // keys: `principals` and `when: source.principal` are the same attribute.
@@ -113,6 +115,9 @@ struct ExtensionProvider {
 };
 
 enum class PathNormalization : std::uint8_t { kBase, kMergeSlashes, kDecodeAndMergeSlashes, kNone };
+const char* path_normalization_name(PathNormalization n);
+// BASE (or DEFAULT), MERGE_SLASHES, DECODE_AND_MERGE_SLASHES, NONE.
+std::optional<PathNormalization> parse_path_normalization(std::string_view name);
 
 struct MeshConfig {
   std::string root_namespace = "istio-system";
