@@ -10,7 +10,6 @@
 #include "tollgate/source/manifests.h"
 
 namespace tollgate::app {
-namespace {
 
 using nlohmann::json;
 
@@ -30,6 +29,8 @@ util::Result<json> json_arg(const std::string& text, const char* what) {
     return util::make_error(std::string(what) + ": not valid JSON: " + e.what());
   }
 }
+
+namespace {
 
 // "ns/pod" names a known workload; "ns/k=v,k2=v2/sa" describes one.
 util::Result<policy::Workload> resolve_workload(const std::string& spec,

@@ -36,6 +36,19 @@ int run_cli(int argc, char** argv) {
   lnt->add_option("-o,--output", lint.output, "text or json")
       ->check(CLI::IsMember({"text", "json"}));
 
+  RunOptions run;
+  auto* rn = app.add_subcommand("run", "Run the controller: watch a cluster or manifests");
+  rn->add_option("--manifests", run.manifests,
+                 "manifest files or directories read as the cluster (watched for changes)");
+  rn->add_option("--kubeconfig", run.kubeconfig, "watch the cluster this kubeconfig names");
+  rn->add_flag("--once", run.once, "print every workload's table once synced, then exit");
+  rn->add_option("--root-namespace", run.root_namespace, "Istio's root namespace")
+      ->capture_default_str();
+  rn->add_option("--trust-domain", run.trust_domain, "the mesh's trust domain")
+      ->capture_default_str();
+  rn->add_option("--trust-domain-alias", run.trust_domain_aliases, "a trust domain alias");
+  rn->add_option("--mesh", run.mesh, "mesh settings as JSON, or @FILE");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -48,6 +61,7 @@ int run_cli(int argc, char** argv) {
     }
     if (*chk) return run_check(check);
     if (*lnt) return run_lint(lint);
+    if (*rn) return run_run(run);
   } catch (const std::exception& e) {
     std::cerr << "tollgate: " << e.what() << "\n";
     return 2;

@@ -223,12 +223,29 @@ bool applies_to(const policy::Policy& p, const policy::Workload& w,
 
 DecisionTable compile_table(std::span<const policy::Policy> policies, const policy::Workload& w,
                             const policy::MeshConfig& mesh) {
+  std::vector<const policy::Policy*> ptrs;
+  ptrs.reserve(policies.size());
+  for (const auto& p : policies) ptrs.push_back(&p);
+  return compile_table(std::span<const policy::Policy* const>(ptrs), w, mesh);
+}
+
+DecisionTable compile_table(std::span<const policy::Policy* const> policies,
+                            const policy::Workload& w, const policy::MeshConfig& mesh) {
+  std::vector<const policy::Policy*> applicable;
+  for (const policy::Policy* p : policies) {
+    if (applies_to(*p, w, mesh)) applicable.push_back(p);
+  }
+  return compile_selected(applicable, w.namespace_, mesh);
+}
+
+DecisionTable compile_selected(std::span<const policy::Policy* const> policies,
+                               const std::string& ns, const policy::MeshConfig& mesh) {
   DecisionTable t;
-  t.namespace_ = w.namespace_;
+  t.namespace_ = ns;
   t.path_normalization = mesh.path_normalization;
   std::map<std::string, std::vector<TableRule>> custom_by_provider;
-  for (const auto& p : policies) {
-    if (!applies_to(p, w, mesh)) continue;
+  for (const policy::Policy* pp : policies) {
+    const policy::Policy& p = *pp;
     t.policies.push_back(p.key());
     const bool dry = p.dry_run && (p.action == Action::kAllow || p.action == Action::kDeny);
     if (p.action == Action::kAllow) {

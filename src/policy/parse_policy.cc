@@ -494,4 +494,18 @@ Policy parse_policy(const nlohmann::json& object) {
   return p;
 }
 
+std::string policy_fingerprint(const nlohmann::json& object) {
+  std::string f = "null";
+  if (object.is_object()) {
+    if (auto spec = object.find("spec"); spec != object.end()) f = spec->dump();
+  }
+  f += '\n';
+  const auto* meta = object.is_object() && object.contains("metadata") ? &object["metadata"] : nullptr;
+  if (meta != nullptr && meta->is_object() && meta->contains("annotations")) {
+    const auto& a = (*meta)["annotations"];
+    if (a.is_object() && a.contains("istio.io/dry-run")) f += a["istio.io/dry-run"].dump();
+  }
+  return f;
+}
+
 }  // namespace tollgate::policy

@@ -94,6 +94,7 @@ void add_object(ClusterState& s, const json& o, const std::string& origin) {
   if (policy::is_authorization_policy(o)) {
     s.policies.push_back(policy::parse_policy(o));
     s.policy_origins.push_back(origin);
+    s.policy_fingerprints.push_back(policy::policy_fingerprint(o));
     s.namespaces.insert(s.policies.back().namespace_);
   } else if (kind == "Pod") {
     add_pod_like(s, o, &o, ns, origin);
@@ -142,7 +143,8 @@ void add_object(ClusterState& s, const json& o, const std::string& origin) {
   }
 }
 
-void load_paths(ClusterState& s, const std::vector<std::string>& paths) {
+std::vector<std::string> list_files(const std::vector<std::string>& paths,
+                                    std::vector<std::string>& errors) {
   std::vector<std::string> files;
   for (const auto& p : paths) {
     std::error_code ec;
@@ -163,34 +165,33 @@ void load_paths(ClusterState& s, const std::vector<std::string>& paths) {
           found.push_back(e.path().string());
         }
       }
-      if (ec) s.errors.push_back(p + ": " + ec.message());
+      if (ec) errors.push_back(p + ": " + ec.message());
       std::sort(found.begin(), found.end());
       files.insert(files.end(), found.begin(), found.end());
     } else if (fs::exists(p, ec)) {
       files.push_back(p);
     } else {
-      s.errors.push_back(p + ": no such file or directory");
+      errors.push_back(p + ": no such file or directory");
     }
   }
-  for (const auto& f : files) {
-    std::error_code ec;
-    const auto size = fs::file_size(f, ec);
-    if (ec) {
-      s.errors.push_back(f + ": " + ec.message());
-      continue;
-    }
-    if (size > kMaxFileBytes) {
-      s.errors.push_back(f + ": larger than 16 MiB, not read");
-      continue;
-    }
-    std::ifstream in(f, std::ios::binary);
-    if (!in) {
-      s.errors.push_back(f + ": cannot be read");
-      continue;
-    }
-    std::ostringstream buf;
-    buf << in.rdbuf();
-    auto docs = policy::parse_documents(buf.str(), f);
+  return files;
+}
+
+util::Result<std::vector<policy::Document>> read_file(const std::string& f) {
+  std::error_code ec;
+  const auto size = fs::file_size(f, ec);
+  if (ec) return util::make_error(f + ": " + ec.message());
+  if (size > kMaxFileBytes) return util::make_error(f + ": larger than 16 MiB, not read");
+  std::ifstream in(f, std::ios::binary);
+  if (!in) return util::make_error(f + ": cannot be read");
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  return policy::parse_documents(buf.str(), f);
+}
+
+void load_paths(ClusterState& s, const std::vector<std::string>& paths) {
+  for (const auto& f : list_files(paths, s.errors)) {
+    auto docs = read_file(f);
     if (!docs.ok()) {
       s.errors.push_back(docs.error().message);
       continue;

@@ -4,7 +4,14 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "tollgate/util/result.h"
+
 namespace tollgate::app {
+
+// A JSON command-line argument: the text itself, or @FILE to read it; empty gives null.
+util::Result<nlohmann::json> json_arg(const std::string& text, const char* what);
 
 struct CheckOptions {
   std::vector<std::string> files;
@@ -21,5 +28,16 @@ struct LintOptions {
   std::string output = "text";
 };
 int run_lint(const LintOptions& o);
+
+struct RunOptions {
+  std::vector<std::string> manifests;  // files or directories (the embedded default)
+  std::string kubeconfig;              // a cluster instead (issue 3's watchers)
+  bool once = false;                   // print every table once synced, then exit
+  std::string root_namespace = "istio-system";
+  std::string trust_domain = "cluster.local";
+  std::vector<std::string> trust_domain_aliases;
+  std::string mesh;  // JSON, or @file; flags above override
+};
+int run_run(const RunOptions& o);
 
 }  // namespace tollgate::app

@@ -18,6 +18,11 @@ bool applies_to(const policy::Policy& p, const policy::Workload& w, const policy
 // Compiles the applicable subset of `policies` for `w`. The result is finalized and hashed.
 DecisionTable compile_table(std::span<const policy::Policy> policies, const policy::Workload& w,
                             const policy::MeshConfig& mesh);
+DecisionTable compile_table(std::span<const policy::Policy* const> policies,
+                            const policy::Workload& w, const policy::MeshConfig& mesh);
+// Compiles exactly `policies` (already known to apply) for a workload in namespace `ns`.
+DecisionTable compile_selected(std::span<const policy::Policy* const> policies,
+                               const std::string& ns, const policy::MeshConfig& mesh);
 
 // Wire format (docs/decision-table.md). to_json is deterministic: identical tables give
 // byte-identical dumps.

@@ -33,6 +33,10 @@ bool is_authorization_policy(const nlohmann::json& object);
 // Policy::findings with field paths, and the model is built to fail closed.
 Policy parse_policy(const nlohmann::json& object);
 
+// What a policy object means, as text: its spec and its dry-run annotation. Two versions with
+// the same fingerprint decide alike (labels and other metadata do not count).
+std::string policy_fingerprint(const nlohmann::json& object);
+
 // Mesh settings from a JSON object (API.md `mesh`); unknown keys are errors.
 util::Result<MeshConfig> parse_mesh(const nlohmann::json& object);
 

@@ -1,0 +1,77 @@
+// Cluster objects as the index sees them, and the events that carry them from a source (the
+// API server watchers or the manifest directory) to the index thread. Plain values: built on
+// a source's thread, moved through the queue, owned by the index thread afterwards.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "tollgate/policy/model.h"
+#include "tollgate/policy/parse.h"
+#include "tollgate/util/result.h"
+
+namespace tollgate::index {
+
+enum class Kind : std::uint8_t { kPolicy, kPod, kServiceAccount, kNamespace };
+inline constexpr int kKindCount = 4;
+const char* kind_name(Kind k);  // "AuthorizationPolicy", "Pod", ...
+
+struct PolicyObject {
+  std::shared_ptr<const policy::Policy> policy;
+  // What the policy means, as text (spec and dry-run annotation): an update that leaves it
+  // unchanged (a relist, a label edit) recompiles nothing.
+  std::string fingerprint;
+};
+
+struct PodObject {
+  std::string namespace_, name;
+  std::vector<std::pair<std::string, std::string>> labels;  // sorted by key
+  std::string service_account = "default";
+  std::vector<std::string> ips;  // status.podIPs, else status.podIP
+  std::string phase;
+  bool deleting = false;      // metadata.deletionTimestamp set
+  bool host_network = false;  // spec.hostNetwork: not a mesh workload
+  std::vector<policy::ContainerPort> ports;
+  // Succeeded/Failed pods, pods being deleted and hostNetwork pods are not workloads.
+  bool is_workload() const {
+    return !deleting && !host_network && phase != "Succeeded" && phase != "Failed";
+  }
+};
+
+// A ServiceAccount (namespace and name) or a Namespace (name only).
+struct NamedObject {
+  std::string namespace_, name;
+};
+
+using Object = std::variant<PolicyObject, PodObject, NamedObject>;
+std::string object_key(const Object& o);  // "ns/name" (or "name" for a namespace)
+
+struct Event {
+  enum class Type : std::uint8_t {
+    kUpsert,   // objects added or modified
+    kDelete,   // objects removed
+    kReplace,  // the complete current set of `kind` (a list or relist); marks it synced
+    kHealth,   // a source's state changed: `healthy`, `message`
+  };
+  Kind kind = Kind::kPod;
+  Type type = Type::kUpsert;
+  std::vector<Object> objects;
+  bool healthy = true;
+  std::string message;
+};
+
+// Decoders from an object's JSON text (a list item or a watch event's object). They never
+// throw; an error names the object when its name could be read.
+util::Result<PodObject> decode_pod(std::string_view json);
+util::Result<PolicyObject> decode_policy(std::string_view json);
+util::Result<NamedObject> decode_named(std::string_view json, bool namespaced);
+// The same from an already-parsed object (manifest files).
+PolicyObject policy_object(const nlohmann::json& object);
+PodObject pod_object(const policy::Workload& w);
+
+}  // namespace tollgate::index

@@ -1,0 +1,126 @@
+// `tollgate run`: the controller. Sources feed the index thread, which publishes snapshots.
+// Until the decision service lands, published tables are printed as JSON lines on stdout.
+#include <csignal>
+#include <iostream>
+#include <mutex>
+
+#include "tollgate/app/commands.h"
+#include "tollgate/policy/parse.h"
+#include "tollgate/publish/publisher.h"
+#include "tollgate/source/directory.h"
+#include "tollgate/util/log.h"
+
+namespace tollgate::app {
+
+namespace {
+
+util::Result<policy::MeshConfig> mesh_from(const RunOptions& o) {
+  TOLLGATE_TRY(j, json_arg(o.mesh, "--mesh"));
+  policy::MeshConfig mesh;
+  if (!j.is_null()) {
+    TOLLGATE_TRY(m, policy::parse_mesh(j));
+    mesh = std::move(m);
+  }
+  if (o.root_namespace != "istio-system" || mesh.root_namespace.empty()) {
+    mesh.root_namespace = o.root_namespace;
+  }
+  if (o.trust_domain != "cluster.local") mesh.trust_domain = o.trust_domain;
+  for (const auto& a : o.trust_domain_aliases) mesh.trust_domain_aliases.push_back(a);
+  return mesh;
+}
+
+void print_pod(std::ostream& out, const publish::Snapshot& s, const std::string& ns,
+               const publish::PodEntry& e) {
+  std::string line = "{\"revision\":" + std::to_string(s.revision) + ",\"namespace\":";
+  util::append_json_string(line, ns);
+  line += ",\"pod\":";
+  util::append_json_string(line, e.pod->name);
+  if (e.table) {
+    line += ",\"etag\":";
+    util::append_json_string(line, e.table->etag);
+    line += ",\"table\":";
+    line += e.table->wire;
+  } else {
+    line += ",\"table\":null";
+  }
+  line += "}\n";
+  out << line;
+}
+
+}  // namespace
+
+int run_run(const RunOptions& o) {
+  auto mesh = mesh_from(o);
+  if (!mesh.ok()) {
+    std::cerr << "tollgate: " << mesh.error().message << "\n";
+    return 2;
+  }
+  if (o.manifests.empty()) {
+    std::cerr << "tollgate: run needs --manifests DIR (watching a cluster comes with "
+                 "--kubeconfig)\n";
+    return 2;
+  }
+  // Signals are taken by sigwait below, never by a handler on a random thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  publish::Publisher publisher(*mesh);
+  std::mutex out_mu;
+  bool printed_all = false;
+  if (!o.once) {
+    publisher.add_listener([&](const publish::SnapshotBuilder::Result& r) {
+      const auto& s = *r.snapshot;
+      util::log_info("snapshot published", {{"revision", std::to_string(s.revision)},
+                                            {"pods", std::to_string(s.pods)},
+                                            {"tables", std::to_string(s.tables)},
+                                            {"changed", std::to_string(r.changed_pods.size())}});
+      std::lock_guard lock(out_mu);
+      if (!s.synced) return;
+      if (!printed_all) {  // the first synced snapshot: every pod
+        printed_all = true;
+        for (const auto& [ns, view] : s.namespaces) {
+          for (const auto& e : view->pods) print_pod(std::cout, s, ns, e);
+        }
+      } else {
+        for (const auto& key : r.changed_pods) {
+          const auto slash = key.find('/');
+          const std::string ns = key.substr(0, slash);
+          const auto* e = s.find(ns, key.substr(slash + 1));
+          if (e != nullptr) print_pod(std::cout, s, ns, *e);
+        }
+      }
+      std::cout.flush();
+    });
+  }
+  publisher.start();
+  source::DirectorySource dir(o.manifests,
+                              [&](index::Event e) { return publisher.submit(std::move(e)); });
+  if (o.once) {
+    const auto errors = dir.load();
+    auto s = publisher.wait_for([](const publish::Snapshot& x) { return x.synced; },
+                                std::chrono::seconds(30));
+    if (!s) {
+      std::cerr << "tollgate: the manifests did not sync\n";
+      return 1;
+    }
+    for (const auto& [ns, view] : s->namespaces) {
+      for (const auto& e : view->pods) print_pod(std::cout, *s, ns, e);
+    }
+    std::cout.flush();
+    publisher.stop();
+    return errors.empty() ? 0 : 1;
+  }
+  dir.start();
+  util::log_info("watching manifests", {{"paths", std::to_string(o.manifests.size())}});
+  int sig = 0;
+  sigwait(&signals, &sig);
+  util::log_info("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  dir.stop();
+  publisher.stop();
+  return publisher.failed() ? 1 : 0;
+}
+
+}  // namespace tollgate::app

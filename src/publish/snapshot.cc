@@ -1,0 +1,139 @@
+#include "tollgate/publish/snapshot.h"
+
+#include <algorithm>
+
+#include "tollgate/compile/compile.h"
+
+namespace tollgate::publish {
+
+const PodEntry* NamespaceView::find(std::string_view pod) const {
+  auto it = std::lower_bound(pods.begin(), pods.end(), pod,
+                             [](const PodEntry& e, std::string_view n) { return e.pod->name < n; });
+  return it != pods.end() && it->pod->name == pod ? &*it : nullptr;
+}
+
+const PodEntry* Snapshot::find(std::string_view ns, std::string_view pod) const {
+  auto it = namespaces.find(ns);
+  return it == namespaces.end() ? nullptr : it->second->find(pod);
+}
+
+const PodEntry* Snapshot::find_ip(const std::string& ip) const {
+  if (!by_ip) return nullptr;
+  auto it = by_ip->find(ip);
+  return it == by_ip->end() ? nullptr : find(it->second.first, it->second.second);
+}
+
+std::shared_ptr<const TableEntry> make_table_entry(const index::Group& g,
+                                                   const policy::MeshConfig& mesh) {
+  std::vector<const policy::Policy*> policies;
+  policies.reserve(g.policies.size());
+  for (const auto& p : g.policies) policies.push_back(p.get());
+  auto e = std::make_shared<TableEntry>();
+  e->group = g.id;
+  // The group's policies are exactly those that apply to its members (the index resolved
+  // them), so they are compiled as they are.
+  e->table = compile::compile_selected(policies, g.namespace_, mesh);
+  e->wire = compile::to_json(e->table).dump();
+  e->etag = "\"" + e->table.hash + "\"";
+  return e;
+}
+
+SnapshotBuilder::Result SnapshotBuilder::build(const index::Index& index,
+                                               const index::Index::Changes& changes) {
+  Result out;
+  for (auto id : changes.removed_groups) tables_.erase(id);
+  for (auto id : changes.groups) {
+    const index::Group* g = index.group(id);
+    if (g == nullptr) continue;
+    tables_[id] = make_table_entry(*g, index.mesh());
+    ++out.compiled;
+  }
+
+  auto next = std::make_shared<Snapshot>();
+  next->revision = ++revision_;
+  next->synced = index.synced();
+  next->published_at = std::chrono::system_clock::now();
+  next->mesh = index.mesh();
+  if (last_) {
+    next->namespaces = last_->namespaces;
+    next->by_ip = last_->by_ip;
+    next->policies = last_->policies;
+    next->service_accounts = last_->service_accounts;
+    next->namespace_names = last_->namespace_names;
+  }
+  bool ips_changed = !last_;
+  for (const auto& ns : changes.namespaces) {
+    const index::Index::PodMap* pods = index.pods(ns);
+    std::shared_ptr<const NamespaceView> before;
+    if (auto it = next->namespaces.find(ns); it != next->namespaces.end()) before = it->second;
+    auto view = std::make_shared<NamespaceView>();
+    if (pods != nullptr) {
+      view->pods.reserve(pods->size());
+      for (const auto& [name, rec] : *pods) {
+        auto t = rec.group != nullptr ? tables_.find(rec.group->id) : tables_.end();
+        view->pods.push_back(PodEntry{rec.info, t == tables_.end() ? nullptr : t->second});
+      }
+    }
+    // Which pods changed: a merge of the two sorted lists.
+    const std::vector<PodEntry> empty;
+    const auto& old_pods = before ? before->pods : empty;
+    std::size_t i = 0, j = 0;
+    while (i < old_pods.size() || j < view->pods.size()) {
+      const int cmp = i == old_pods.size() ? 1
+                      : j == view->pods.size()
+                          ? -1
+                          : old_pods[i].pod->name.compare(view->pods[j].pod->name);
+      if (cmp < 0) {
+        out.changed_pods.push_back(ns + "/" + old_pods[i].pod->name);
+        ips_changed = true;
+        ++i;
+      } else if (cmp > 0) {
+        out.changed_pods.push_back(ns + "/" + view->pods[j].pod->name);
+        ips_changed = true;
+        ++j;
+      } else {
+        const auto& a = old_pods[i];
+        const auto& b = view->pods[j];
+        if (a.pod->ips != b.pod->ips) ips_changed = true;
+        if (a.table != b.table &&
+            (a.table == nullptr || b.table == nullptr || a.table->etag != b.table->etag)) {
+          out.changed_pods.push_back(ns + "/" + b.pod->name);
+        }
+        ++i;
+        ++j;
+      }
+    }
+    if (view->pods.empty()) {
+      next->namespaces.erase(ns);
+    } else {
+      next->namespaces[ns] = std::move(view);
+    }
+  }
+  if (ips_changed) {
+    auto by_ip =
+        std::make_shared<std::unordered_map<std::string, std::pair<std::string, std::string>>>();
+    for (const auto& [ns, view] : next->namespaces) {
+      for (const auto& e : view->pods) {
+        for (const auto& ip : e.pod->ips) by_ip->emplace(ip, std::make_pair(ns, e.pod->name));
+      }
+    }
+    next->by_ip = std::move(by_ip);
+  }
+  if (changes.policies || !next->policies) {
+    next->policies =
+        std::make_shared<const std::map<std::string, std::shared_ptr<const policy::Policy>>>(
+            index.policies());
+  }
+  if (changes.other || !next->service_accounts) {
+    next->service_accounts =
+        std::make_shared<const std::set<std::string>>(index.service_accounts());
+    next->namespace_names = std::make_shared<const std::set<std::string>>(index.namespaces());
+  }
+  for (const auto& [ns, view] : next->namespaces) next->pods += view->pods.size();
+  next->tables = tables_.size();
+  last_ = next;
+  out.snapshot = std::move(next);
+  return out;
+}
+
+}  // namespace tollgate::publish

@@ -1,0 +1,990 @@
+#include "test/support/fake_apiserver.h"
+
+// GCC 12 in C++20 mode needs <utility> before Boost's headers.
+#include <utility>
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <list>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <regex>
+#include <stdexcept>
+#include <thread>
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+namespace tollgate::testing {
+namespace {
+
+namespace net = boost::asio;
+namespace ssl = boost::asio::ssl;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using tcp = boost::asio::ip::tcp;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using Fault = FakeApiServer::Fault;
+// Objects are keyed and sorted by (namespace, name), as the real server sorts by etcd key.
+using Key = std::pair<std::string, std::string>;
+
+// ---- certificates ------------------------------------------------------------------------
+
+template <class T, void (*Free)(T*)>
+struct OpenSslDeleter {
+  void operator()(T* p) const { Free(p); }
+};
+using PkeyPtr = std::unique_ptr<EVP_PKEY, OpenSslDeleter<EVP_PKEY, EVP_PKEY_free>>;
+using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, OpenSslDeleter<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
+using X509Ptr = std::unique_ptr<X509, OpenSslDeleter<X509, X509_free>>;
+using BioPtr = std::unique_ptr<BIO, OpenSslDeleter<BIO, BIO_free_all>>;
+using BnPtr = std::unique_ptr<BIGNUM, OpenSslDeleter<BIGNUM, BN_free>>;
+
+void check(bool ok, const char* what) {
+  if (!ok) throw std::runtime_error(std::string("fake apiserver: OpenSSL failed: ") + what);
+}
+
+std::string bio_string(BIO* bio) {
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio, &data);
+  return std::string(data, static_cast<std::size_t>(n));
+}
+
+void add_extension(X509* cert, int nid, const char* value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, cert, cert, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+  check(ext != nullptr, "X509V3_EXT_conf_nid");
+  const int ok = X509_add_ext(cert, ext, -1);
+  X509_EXTENSION_free(ext);
+  check(ok == 1, "X509_add_ext");
+}
+
+}  // namespace
+
+CertificateAndKey generate_self_signed_certificate(const std::string& common_name) {
+  PkeyCtxPtr kctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+  check(kctx != nullptr, "EVP_PKEY_CTX_new_from_name");
+  check(EVP_PKEY_keygen_init(kctx.get()) == 1, "EVP_PKEY_keygen_init");
+  check(EVP_PKEY_CTX_set_group_name(kctx.get(), "P-256") == 1, "EVP_PKEY_CTX_set_group_name");
+  EVP_PKEY* raw_key = nullptr;
+  check(EVP_PKEY_keygen(kctx.get(), &raw_key) == 1, "EVP_PKEY_keygen");
+  PkeyPtr key(raw_key);
+
+  X509Ptr cert(X509_new());
+  check(cert != nullptr, "X509_new");
+  check(X509_set_version(cert.get(), 2) == 1, "X509_set_version");
+  unsigned char serial_bytes[16];
+  check(RAND_bytes(serial_bytes, sizeof serial_bytes) == 1, "RAND_bytes");
+  serial_bytes[0] &= 0x7f;  // positive
+  BnPtr serial(BN_bin2bn(serial_bytes, sizeof serial_bytes, nullptr));
+  check(serial != nullptr &&
+            BN_to_ASN1_INTEGER(serial.get(), X509_get_serialNumber(cert.get())) != nullptr,
+        "serial number");
+  check(X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600) != nullptr, "notBefore");
+  check(X509_gmtime_adj(X509_getm_notAfter(cert.get()), 7L * 24 * 3600) != nullptr, "notAfter");
+  check(X509_set_pubkey(cert.get(), key.get()) == 1, "X509_set_pubkey");
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  check(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                   reinterpret_cast<const unsigned char*>(common_name.c_str()), -1,
+                                   -1, 0) == 1,
+        "X509_NAME_add_entry_by_txt");
+  check(X509_set_issuer_name(cert.get(), name) == 1, "X509_set_issuer_name");
+  add_extension(cert.get(), NID_basic_constraints, "critical,CA:TRUE");
+  add_extension(cert.get(), NID_key_usage, "critical,digitalSignature,keyCertSign");
+  add_extension(cert.get(), NID_ext_key_usage, "serverAuth,clientAuth");
+  add_extension(cert.get(), NID_subject_key_identifier, "hash");
+  add_extension(cert.get(), NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost");
+  check(X509_sign(cert.get(), key.get(), EVP_sha256()) > 0, "X509_sign");
+
+  CertificateAndKey out;
+  BioPtr cert_bio(BIO_new(BIO_s_mem()));
+  check(cert_bio && PEM_write_bio_X509(cert_bio.get(), cert.get()) == 1, "PEM_write_bio_X509");
+  out.certificate_pem = bio_string(cert_bio.get());
+  BioPtr key_bio(BIO_new(BIO_s_mem()));
+  check(key_bio && PEM_write_bio_PrivateKey(key_bio.get(), key.get(), nullptr, nullptr, 0, nullptr,
+                                            nullptr) == 1,
+        "PEM_write_bio_PrivateKey");
+  out.private_key_pem = bio_string(key_bio.get());
+  return out;
+}
+
+namespace {
+
+// ---- protocol helpers --------------------------------------------------------------------
+
+json status_body(int code, const std::string& reason, const std::string& message) {
+  json status = {{"kind", "Status"},    {"apiVersion", "v1"}, {"metadata", json::object()},
+                 {"status", "Failure"}, {"message", message}, {"reason", reason},
+                 {"code", code}};
+  if (code == 429) status["details"] = {{"retryAfterSeconds", 1}};
+  return status;
+}
+
+std::optional<std::uint64_t> parse_rv(const std::string& s) {
+  std::uint64_t v = 0;
+  const auto* end = s.data() + s.size();
+  auto [p, ec] = std::from_chars(s.data(), end, v);
+  if (s.empty() || ec != std::errc() || p != end) return std::nullopt;
+  return v;
+}
+
+std::string percent_decode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      int v = 0;
+      auto [p, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
+      if (ec == std::errc() && p == s.data() + i + 3) {
+        out.push_back(static_cast<char>(v));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(s[i] == '+' ? ' ' : s[i]);
+  }
+  return out;
+}
+
+std::map<std::string, std::string> parse_query(std::string_view q) {
+  std::map<std::string, std::string> out;
+  while (!q.empty()) {
+    const auto amp = q.find('&');
+    const std::string_view part = q.substr(0, amp);
+    const auto eq = part.find('=');
+    if (!part.empty()) {
+      out[percent_decode(part.substr(0, eq))] =
+          eq == std::string_view::npos ? "" : percent_decode(part.substr(eq + 1));
+    }
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  return out;
+}
+
+constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+std::string base64url_encode(const std::string& in) {
+  std::string out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : in) {
+    acc = (acc << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kBase64[(acc >> bits) & 0x3f]);
+    }
+  }
+  if (bits > 0) out.push_back(kBase64[(acc << (6 - bits)) & 0x3f]);
+  return out;
+}
+
+std::optional<std::string> base64url_decode(const std::string& in) {
+  std::string out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    if (c == '=') break;
+    const char* pos = std::strchr(kBase64, c);
+    if (c == '\0' || pos == nullptr) return std::nullopt;
+    acc = (acc << 6) | static_cast<std::uint32_t>(pos - kBase64);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
+Key key_of(const json& object) {
+  const json& meta = object.value("metadata", json::object());
+  return {meta.value("namespace", ""), meta.value("name", "")};
+}
+
+bool applies(Fault fault, bool watch) {
+  switch (fault) {
+    case Fault::kHttp401:
+    case Fault::kHttp403:
+    case Fault::kHttp429:
+    case Fault::kHttp500:
+    case Fault::kHttp410:
+    case Fault::kDropBeforeResponse:
+      return true;
+    case Fault::kDropMidStream:
+    case Fault::kGarbageLine:
+    case Fault::kStall:
+    case Fault::kErrorEvent410:
+      return watch;
+  }
+  return false;
+}
+
+struct Event {
+  std::uint64_t rv;
+  std::string type;  // ADDED, MODIFIED, DELETED
+  json object;
+};
+
+struct Collection {
+  std::string list_kind, kind, api_version;
+  bool items_carry_kind = false;
+  std::map<Key, json> items;
+  std::vector<Event> history;  // every mutation, rv ascending; compaction is a watermark
+  std::deque<Fault> faults;
+  std::size_t open_watches = 0;
+  std::uint64_t bookmark_seq = 0;
+  std::uint64_t close_seq = 0;
+  std::uint64_t next_uid = 1;
+};
+
+// What a request resolved to.
+struct Route {
+  Collection* collection = nullptr;
+  std::optional<std::string> ns;  // namespaced path
+};
+
+// What the connection does after a response.
+enum class After { kKeepAlive, kClose };
+
+struct Connection {
+  explicit Connection(tcp::socket s) : socket(std::move(s)), fd(socket.native_handle()) {}
+  tcp::socket socket;
+  int fd;
+  std::thread thread;
+  std::atomic<bool> done{false};
+};
+
+}  // namespace
+
+// ---- the server ----------------------------------------------------------------------------
+
+class FakeApiServer::Impl {
+ public:
+  explicit Impl(FakeApiServerOptions options)
+      : bearer_token_(std::move(options.bearer_token)),
+        tls_(options.tls),
+        acceptor_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)) {
+    if (tls_) {
+      const CertificateAndKey cert = generate_self_signed_certificate("tollgate-fake-apiserver");
+      ca_pem_ = cert.certificate_pem;
+      ssl_ctx_.emplace(ssl::context::tls_server);
+      ssl_ctx_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                            ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                            ssl::context::no_tlsv1_1);
+      ssl_ctx_->use_certificate_chain(net::buffer(cert.certificate_pem));
+      ssl_ctx_->use_private_key(net::buffer(cert.private_key_pem), ssl::context::pem);
+      if (!options.client_ca_pem.empty()) {
+        ssl_ctx_->add_certificate_authority(net::buffer(options.client_ca_pem));
+        ssl_ctx_->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+      }
+    }
+    port_ = acceptor_.local_endpoint().port();
+    acceptor_thread_ = std::thread([this] { accept_loop(); });
+  }
+
+  ~Impl() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    ::shutdown(acceptor_.native_handle(), SHUT_RDWR);  // wakes the blocking accept
+    acceptor_thread_.join();
+    std::list<std::shared_ptr<Connection>> conns;
+    {
+      std::lock_guard lock(conns_mu_);
+      for (auto& c : conns_) ::shutdown(c->fd, SHUT_RDWR);  // fds stay open until reaped
+      conns.swap(conns_);
+    }
+    for (auto& c : conns) c->thread.join();
+  }
+
+  // ---- public API (all under mu_) ----
+
+  std::uint16_t port() const { return port_; }
+  std::string url() const {
+    return std::string(tls_ ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_);
+  }
+  std::string ca_pem() const { return ca_pem_; }
+
+  void set_bearer_token(std::string token) {
+    std::lock_guard lock(mu_);
+    bearer_token_ = std::move(token);
+  }
+
+  void add_collection(const std::string& path, const std::string& list_kind,
+                      const std::string& api_version, bool items_carry_kind) {
+    std::lock_guard lock(mu_);
+    Collection& c = collections_[path];
+    c.list_kind = list_kind;
+    c.kind = list_kind.size() > 4 && list_kind.ends_with("List")
+                 ? list_kind.substr(0, list_kind.size() - 4)
+                 : list_kind;
+    c.api_version = api_version;
+    c.items_carry_kind = items_carry_kind;
+  }
+
+  void upsert(const std::string& path, json object) {
+    {
+      std::lock_guard lock(mu_);
+      Collection& c = collection(path);
+      if (!object.is_object()) throw std::invalid_argument("fake apiserver: object is not a map");
+      json& meta = object["metadata"];
+      if (!meta.is_object()) meta = json::object();
+      const Key key = key_of(object);
+      if (key.second.empty()) throw std::invalid_argument("fake apiserver: object has no name");
+      auto it = c.items.find(key);
+      const bool added = it == c.items.end();
+      if (!meta.contains("uid")) {
+        meta["uid"] = added ? "fake-uid-" + c.kind + "-" + std::to_string(c.next_uid++)
+                            : it->second["metadata"].value("uid", "");
+      }
+      meta["resourceVersion"] = std::to_string(++rv_);
+      c.items[key] = object;
+      c.history.push_back(Event{rv_, added ? "ADDED" : "MODIFIED", std::move(object)});
+    }
+    cv_.notify_all();
+  }
+
+  void remove(const std::string& path, const std::string& ns, const std::string& name) {
+    {
+      std::lock_guard lock(mu_);
+      Collection& c = collection(path);
+      auto it = c.items.find(Key{ns, name});
+      if (it == c.items.end()) return;
+      json object = std::move(it->second);
+      c.items.erase(it);
+      object["metadata"]["resourceVersion"] = std::to_string(++rv_);
+      c.history.push_back(Event{rv_, "DELETED", std::move(object)});
+    }
+    cv_.notify_all();
+  }
+
+  json objects(const std::string& path) const {
+    std::lock_guard lock(mu_);
+    const Collection& c = collection(path);
+    json out = json::array();
+    for (const auto& [key, object] : c.items) out.push_back(object);
+    return out;
+  }
+
+  std::string resource_version() const {
+    std::lock_guard lock(mu_);
+    return std::to_string(rv_);
+  }
+
+  void compact() {
+    {
+      std::lock_guard lock(mu_);
+      compacted_rv_ = ++rv_;
+    }
+    cv_.notify_all();
+  }
+
+  void inject(const std::string& path, Fault fault, int count) {
+    std::lock_guard lock(mu_);
+    Collection& c = collection(path);
+    for (int i = 0; i < count; ++i) c.faults.push_back(fault);
+  }
+
+  void set_stall_seconds(double s) {
+    std::lock_guard lock(mu_);
+    stall_seconds_ = s;
+  }
+
+  void bookmark(const std::string& path) {
+    {
+      std::lock_guard lock(mu_);
+      ++collection(path).bookmark_seq;
+    }
+    cv_.notify_all();
+  }
+
+  void close_watches(const std::string& path) {
+    {
+      std::lock_guard lock(mu_);
+      ++collection(path).close_seq;
+    }
+    cv_.notify_all();
+  }
+
+  std::size_t open_watches(const std::string& path) const {
+    std::lock_guard lock(mu_);
+    return collection(path).open_watches;
+  }
+
+  bool wait_for_watches(const std::string& path, std::size_t n, double timeout_seconds) const {
+    std::unique_lock lock(mu_);
+    const Collection& c = collection(path);
+    return cv_.wait_for(lock, std::chrono::duration<double>(timeout_seconds),
+                        [&] { return c.open_watches >= n; });
+  }
+
+  std::vector<Request> requests() const {
+    std::lock_guard lock(mu_);
+    return requests_;
+  }
+
+  void set_max_page(std::size_t n) {
+    std::lock_guard lock(mu_);
+    max_page_ = n;
+  }
+
+ private:
+  // Requires mu_. Collections are never removed, so references stay valid.
+  Collection& collection(const std::string& path) {
+    auto it = collections_.find(path);
+    if (it == collections_.end()) {
+      throw std::invalid_argument("fake apiserver: no collection " + path);
+    }
+    return it->second;
+  }
+
+  const Collection& collection(const std::string& path) const {
+    return const_cast<Impl*>(this)->collection(path);
+  }
+
+  // Requires mu_.
+  Route route(const std::string& path) {
+    if (auto it = collections_.find(path); it != collections_.end()) return {&it->second, {}};
+    static const std::regex kNamespaced(
+        R"(^(/api/v1|/apis/[^/]+/[^/]+)/namespaces/([^/]+)/([^/]+)$)");
+    std::smatch m;
+    if (std::regex_match(path, m, kNamespaced)) {
+      if (auto it = collections_.find(m[1].str() + "/" + m[3].str()); it != collections_.end()) {
+        return {&it->second, m[2].str()};
+      }
+    }
+    return {};
+  }
+
+  // ---- connections ----
+
+  void accept_loop() {
+    for (;;) {
+      boost::system::error_code ec;
+      tcp::socket socket(ioc_);
+      acceptor_.accept(socket, ec);
+      {
+        std::lock_guard lock(mu_);
+        if (stopping_) return;
+      }
+      if (ec) {
+        if (ec == net::error::invalid_argument || ec == net::error::bad_descriptor) return;
+        continue;
+      }
+      auto conn = std::make_shared<Connection>(std::move(socket));
+      std::lock_guard lock(conns_mu_);
+      // Reap finished connections; their fds close here, never while someone may shut them down.
+      for (auto it = conns_.begin(); it != conns_.end();) {
+        if ((*it)->done) {
+          (*it)->thread.join();
+          it = conns_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      conn->thread = std::thread([this, conn] {
+        try {
+          if (ssl_ctx_) {
+            ssl::stream<tcp::socket&> stream(conn->socket, *ssl_ctx_);
+            boost::system::error_code hec;
+            stream.handshake(ssl::stream_base::server, hec);
+            if (!hec) serve(stream, *conn);
+          } else {
+            serve(conn->socket, *conn);
+          }
+        } catch (const std::exception&) {
+          // The client went away mid-write, or we are stopping; nothing to report.
+        }
+        ::shutdown(conn->fd, SHUT_RDWR);
+        conn->done = true;
+      });
+      conns_.push_back(std::move(conn));
+    }
+  }
+
+  template <class Stream>
+  void serve(Stream& stream, Connection& conn) {
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request<http::string_body> req;
+      boost::system::error_code ec;
+      http::read(stream, buffer, req, ec);
+      if (ec) return;
+      if (handle(stream, conn, req) == After::kClose) return;
+    }
+  }
+
+  template <class Stream>
+  void write_json(Stream& stream, const http::request<http::string_body>& req, std::size_t index,
+                  int status, const json& body) {
+    http::response<http::string_body> res{static_cast<http::status>(status), req.version()};
+    res.set(http::field::content_type, "application/json");
+    if (status == 429) res.set(http::field::retry_after, "1");
+    res.keep_alive(req.keep_alive());
+    res.body() = body.dump();
+    res.prepare_payload();
+    set_status(index, status);
+    http::write(stream, res);
+  }
+
+  void set_status(std::size_t index, int status) {
+    std::lock_guard lock(mu_);
+    requests_[index].status = status;
+  }
+
+  template <class Stream>
+  After handle(Stream& stream, Connection& conn, const http::request<http::string_body>& req) {
+    const std::string target(req.target());
+    const auto qpos = target.find('?');
+    const std::string path = target.substr(0, qpos);
+    const auto query = parse_query(
+        qpos == std::string::npos ? std::string_view() : std::string_view(target).substr(qpos + 1));
+    const auto param = [&](const char* name) -> std::string {
+      auto it = query.find(name);
+      return it == query.end() ? std::string() : it->second;
+    };
+    const std::string watch_param = param("watch");
+    const bool watch = watch_param == "1" || watch_param == "true";
+    const After after = req.keep_alive() ? After::kKeepAlive : After::kClose;
+
+    std::size_t index = 0;
+    std::optional<Fault> fault;
+    Route r;
+    bool authorized = true;
+    {
+      std::lock_guard lock(mu_);
+      index = requests_.size();
+      requests_.push_back(Request{std::string(req.method_string()), target,
+                                  std::string(req[http::field::authorization]), 0});
+      authorized =
+          bearer_token_.empty() || req[http::field::authorization] == "Bearer " + bearer_token_;
+      if (authorized) {
+        r = route(path);
+        if (r.collection != nullptr) {
+          auto& faults = r.collection->faults;
+          auto it = std::find_if(faults.begin(), faults.end(),
+                                 [&](Fault f) { return applies(f, watch); });
+          if (it != faults.end()) {
+            fault = *it;
+            faults.erase(it);
+          }
+        }
+      }
+    }
+    cv_.notify_all();
+
+    if (!authorized) {
+      write_json(stream, req, index, 401, status_body(401, "Unauthorized", "Unauthorized"));
+      return after;
+    }
+    if (req.method() != http::verb::get) {
+      write_json(stream, req, index, 405,
+                 status_body(405, "MethodNotAllowed",
+                             "the fake apiserver only serves GET (list and watch)"));
+      return after;
+    }
+    if (r.collection == nullptr) {
+      write_json(stream, req, index, 404,
+                 status_body(404, "NotFound", "the server could not find the requested resource"));
+      return after;
+    }
+    if (fault) {
+      switch (*fault) {
+        case Fault::kHttp401:
+          write_json(stream, req, index, 401, status_body(401, "Unauthorized", "Unauthorized"));
+          return after;
+        case Fault::kHttp403:
+          write_json(stream, req, index, 403,
+                     status_body(403, "Forbidden", "forbidden: injected by the fake apiserver"));
+          return after;
+        case Fault::kHttp429:
+          write_json(
+              stream, req, index, 429,
+              status_body(429, "TooManyRequests", "Too many requests, please try again later."));
+          return after;
+        case Fault::kHttp500:
+          write_json(stream, req, index, 500,
+                     status_body(500, "InternalError",
+                                 "Internal error occurred: injected by the fake apiserver"));
+          return after;
+        case Fault::kHttp410:
+          write_json(stream, req, index, 410,
+                     status_body(410, "Expired", "too old resource version (injected)"));
+          return after;
+        case Fault::kDropBeforeResponse:
+          ::shutdown(conn.fd, SHUT_RDWR);
+          return After::kClose;
+        default:
+          break;  // watch faults, handled by the watch
+      }
+    }
+    if (watch) return serve_watch(stream, conn, req, index, r, param, fault);
+    return serve_list(stream, req, index, r, param);
+  }
+
+  // Requires mu_. The object as a list item or a watch event object.
+  json render(const Collection& c, const json& object, bool with_kind) const {
+    json out = object;
+    if (with_kind) {
+      out["kind"] = c.kind;
+      out["apiVersion"] = c.api_version;
+    } else {
+      out.erase("kind");
+      out.erase("apiVersion");
+    }
+    return out;
+  }
+
+  // Requires mu_. The collection's items as of resourceVersion rv.
+  static std::map<Key, json> snapshot(const Collection& c, std::uint64_t rv) {
+    std::map<Key, json> items;
+    for (const Event& e : c.history) {
+      if (e.rv > rv) break;
+      if (e.type == "DELETED") {
+        items.erase(key_of(e.object));
+      } else {
+        items[key_of(e.object)] = e.object;
+      }
+    }
+    return items;
+  }
+
+  template <class Stream, class Param>
+  After serve_list(Stream& stream, const http::request<http::string_body>& req, std::size_t index,
+                   const Route& r, const Param& param) {
+    const std::string limit_s = param("limit");
+    const std::string cont = param("continue");
+    std::uint64_t limit = 0;
+    if (!limit_s.empty()) {
+      auto v = parse_rv(limit_s);
+      if (!v) {
+        write_json(stream, req, index, 400, status_body(400, "BadRequest", "invalid limit"));
+        return req.keep_alive() ? After::kKeepAlive : After::kClose;
+      }
+      limit = *v;
+    }
+    int status = 200;
+    json body;
+    {
+      std::lock_guard lock(mu_);
+      const Collection& c = *r.collection;
+      std::uint64_t list_rv = rv_;
+      std::optional<Key> after_key;
+      std::map<Key, json> snap_storage;
+      const std::map<Key, json>* items = &c.items;
+      if (!cont.empty()) {
+        json token;
+        const auto decoded = base64url_decode(cont);
+        if (decoded) token = json::parse(*decoded, nullptr, false);
+        if (!decoded || !token.is_object() || !token.contains("rv") ||
+            !token["rv"].is_number_unsigned() || !token.contains("start") ||
+            !token["start"].is_array() || token["start"].size() != 2 ||
+            !token["start"][0].is_string() || !token["start"][1].is_string()) {
+          status = 400;
+          body = status_body(400, "BadRequest", "continue key is not valid");
+        } else if (token["rv"].get<std::uint64_t>() < compacted_rv_) {
+          status = 410;
+          body = status_body(410, "Expired",
+                             "The provided continue parameter is too old to display a consistent "
+                             "list result. You can start a new list without the continue "
+                             "parameter.");
+        } else {
+          list_rv = token["rv"].get<std::uint64_t>();
+          after_key =
+              Key{token["start"][0].get<std::string>(), token["start"][1].get<std::string>()};
+          snap_storage = snapshot(c, list_rv);
+          items = &snap_storage;
+        }
+      }
+      if (status == 200) {
+        std::uint64_t cap = limit;
+        if (max_page_ > 0 && (cap == 0 || cap > max_page_)) cap = max_page_;
+        json out_items = json::array();
+        std::size_t remaining = 0;
+        std::optional<Key> last;
+        auto it = after_key ? items->upper_bound(*after_key) : items->begin();
+        for (; it != items->end(); ++it) {
+          if (r.ns && it->first.first != *r.ns) continue;
+          if (cap > 0 && out_items.size() >= cap) {
+            ++remaining;
+            continue;
+          }
+          out_items.push_back(render(c, it->second, c.items_carry_kind));
+          last = it->first;
+        }
+        json meta = {{"resourceVersion", std::to_string(list_rv)}};
+        if (remaining > 0) {
+          json token = {{"v", "meta.k8s.io/v1"},
+                        {"rv", list_rv},
+                        {"start", json::array({last->first, last->second})}};
+          meta["continue"] = base64url_encode(token.dump());
+          meta["remainingItemCount"] = remaining;
+        }
+        body = {{"kind", c.list_kind},
+                {"apiVersion", c.api_version},
+                {"metadata", meta},
+                {"items", std::move(out_items)}};
+      }
+    }
+    write_json(stream, req, index, status, body);
+    return req.keep_alive() ? After::kKeepAlive : After::kClose;
+  }
+
+  // Requires mu_.
+  std::string event_line(const Collection& c, const std::string& type, const json& object) const {
+    return json{{"type", type}, {"object", render(c, object, true)}}.dump() + "\n";
+  }
+
+  // Requires mu_.
+  std::string bookmark_line(const Collection& c, bool initial_events_end) const {
+    json meta = {{"resourceVersion", std::to_string(rv_)}};
+    if (initial_events_end) meta["annotations"] = {{"k8s.io/initial-events-end", "true"}};
+    return json{{"type", "BOOKMARK"},
+                {"object", {{"kind", c.kind}, {"apiVersion", c.api_version}, {"metadata", meta}}}}
+               .dump() +
+           "\n";
+  }
+
+  // Requires mu_. Events of the collection after `after`, filtered by namespace.
+  void pending(const Collection& c, const std::optional<std::string>& ns, std::uint64_t after,
+               std::string& out) const {
+    auto it = std::upper_bound(c.history.begin(), c.history.end(), after,
+                               [](std::uint64_t rv, const Event& e) { return rv < e.rv; });
+    for (; it != c.history.end(); ++it) {
+      if (ns && key_of(it->object).first != *ns) continue;
+      out += event_line(c, it->type, it->object);
+    }
+  }
+
+  template <class Stream>
+  static void write_chunk(Stream& stream, const std::string& data) {
+    if (!data.empty()) net::write(stream, http::make_chunk(net::buffer(data)));
+  }
+
+  template <class Stream, class Param>
+  After serve_watch(Stream& stream, Connection& conn, const http::request<http::string_body>& req,
+                    std::size_t index, const Route& r, const Param& param,
+                    std::optional<Fault> fault) {
+    const std::string rv_param = param("resourceVersion");
+    const bool bookmarks = param("allowWatchBookmarks") == "true";
+    const bool initial_events = param("sendInitialEvents") == "true";
+    std::optional<Clock::time_point> deadline;
+    if (auto t = parse_rv(param("timeoutSeconds")); t && *t > 0) {
+      deadline = Clock::now() + std::chrono::seconds(*t);
+    }
+    std::optional<std::uint64_t> start_rv;
+    if (!rv_param.empty() && rv_param != "0") {
+      start_rv = parse_rv(rv_param);
+      if (!start_rv) {
+        write_json(stream, req, index, 400,
+                   status_body(400, "BadRequest", "invalid resourceVersion " + rv_param));
+        return req.keep_alive() ? After::kKeepAlive : After::kClose;
+      }
+    }
+
+    Collection& c = *r.collection;
+    std::string first;  // what the watch sends before waiting
+    bool expired = false;
+    std::uint64_t cursor = 0, bookmark_seq = 0, close_seq = 0;
+    double stall_seconds = 0;
+    {
+      std::lock_guard lock(mu_);
+      stall_seconds = stall_seconds_;
+      if (fault == Fault::kErrorEvent410 ||
+          (start_rv && !initial_events && *start_rv < compacted_rv_)) {
+        expired = true;
+        const std::string message = fault == Fault::kErrorEvent410
+                                        ? "too old resource version (injected)"
+                                        : "too old resource version: " + rv_param + " (" +
+                                              std::to_string(compacted_rv_) + ")";
+        first =
+            json{{"type", "ERROR"}, {"object", status_body(410, "Expired", message)}}.dump() + "\n";
+      } else if (!start_rv || initial_events) {
+        // Synthetic ADDED events for the current state, as the real server does for "" and "0".
+        for (const auto& [key, object] : c.items) {
+          if (r.ns && key.first != *r.ns) continue;
+          first += event_line(c, "ADDED", object);
+        }
+        if (initial_events && bookmarks) first += bookmark_line(c, true);
+        cursor = rv_;
+      } else {
+        pending(c, r.ns, *start_rv, first);
+        cursor = rv_;
+      }
+      if (!expired) {
+        ++c.open_watches;
+        bookmark_seq = c.bookmark_seq;
+        close_seq = c.close_seq;
+      }
+      requests_[index].status = 200;
+    }
+    cv_.notify_all();
+    struct Unregister {
+      Impl* self;
+      Collection* c;
+      bool active;
+      ~Unregister() {
+        if (!active) return;
+        {
+          std::lock_guard lock(self->mu_);
+          --c->open_watches;
+        }
+        self->cv_.notify_all();
+      }
+    } unregister{this, &c, !expired};
+
+    http::response<http::empty_body> res{http::status::ok, req.version()};
+    res.set(http::field::content_type, "application/json");
+    res.keep_alive(req.keep_alive());
+    res.chunked(true);
+    http::response_serializer<http::empty_body> sr{res};
+    http::write_header(stream, sr);
+
+    if (expired) {
+      write_chunk(stream, first);
+      net::write(stream, http::make_chunk_last());
+      return req.keep_alive() ? After::kKeepAlive : After::kClose;
+    }
+    if (fault == Fault::kStall) {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::duration<double>(stall_seconds), [&] { return stopping_; });
+      lock.unlock();
+      ::shutdown(conn.fd, SHUT_RDWR);
+      return After::kClose;
+    }
+    if (fault == Fault::kGarbageLine) write_chunk(stream, "{not json\n");
+    write_chunk(stream, first);
+    if (fault == Fault::kDropMidStream) {
+      ::shutdown(conn.fd, SHUT_RDWR);
+      return After::kClose;
+    }
+    for (;;) {
+      std::string out;
+      bool end = false;
+      {
+        std::unique_lock lock(mu_);
+        const auto ready = [&] {
+          return stopping_ || (!c.history.empty() && c.history.back().rv > cursor) ||
+                 c.bookmark_seq != bookmark_seq || c.close_seq != close_seq;
+        };
+        bool woke = true;
+        if (deadline) {
+          woke = cv_.wait_until(lock, *deadline, ready);
+        } else {
+          cv_.wait(lock, ready);
+        }
+        if (stopping_) {
+          lock.unlock();
+          ::shutdown(conn.fd, SHUT_RDWR);
+          return After::kClose;
+        }
+        pending(c, r.ns, cursor, out);
+        cursor = rv_;
+        if (c.bookmark_seq != bookmark_seq) {
+          bookmark_seq = c.bookmark_seq;
+          if (bookmarks) out += bookmark_line(c, false);
+        }
+        if (c.close_seq != close_seq || !woke) end = true;
+      }
+      write_chunk(stream, out);
+      if (end) {
+        net::write(stream, http::make_chunk_last());
+        return req.keep_alive() ? After::kKeepAlive : After::kClose;
+      }
+    }
+  }
+
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  // Guarded by mu_:
+  bool stopping_ = false;
+  std::string bearer_token_;
+  std::map<std::string, Collection> collections_;
+  std::uint64_t rv_ = 1;
+  std::uint64_t compacted_rv_ = 0;
+  double stall_seconds_ = 5;
+  std::size_t max_page_ = 0;
+  std::vector<Request> requests_;
+
+  // Immutable after construction:
+  const bool tls_;
+  std::string ca_pem_;
+  std::uint16_t port_ = 0;
+  std::optional<ssl::context> ssl_ctx_;
+  net::io_context ioc_;
+  tcp::acceptor acceptor_;
+  std::thread acceptor_thread_;
+
+  std::mutex conns_mu_;
+  std::list<std::shared_ptr<Connection>> conns_;  // guarded by conns_mu_
+};
+
+FakeApiServer::FakeApiServer(FakeApiServerOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+FakeApiServer::~FakeApiServer() = default;
+
+std::uint16_t FakeApiServer::port() const { return impl_->port(); }
+std::string FakeApiServer::url() const { return impl_->url(); }
+std::string FakeApiServer::ca_pem() const { return impl_->ca_pem(); }
+void FakeApiServer::set_bearer_token(std::string token) {
+  impl_->set_bearer_token(std::move(token));
+}
+void FakeApiServer::add_collection(const std::string& path, const std::string& list_kind,
+                                   const std::string& api_version, bool items_carry_kind) {
+  impl_->add_collection(path, list_kind, api_version, items_carry_kind);
+}
+void FakeApiServer::upsert(const std::string& path, nlohmann::json object) {
+  impl_->upsert(path, std::move(object));
+}
+void FakeApiServer::remove(const std::string& path, const std::string& ns,
+                           const std::string& name) {
+  impl_->remove(path, ns, name);
+}
+nlohmann::json FakeApiServer::objects(const std::string& path) const {
+  return impl_->objects(path);
+}
+std::string FakeApiServer::resource_version() const { return impl_->resource_version(); }
+void FakeApiServer::compact() { impl_->compact(); }
+void FakeApiServer::inject(const std::string& path, Fault fault, int count) {
+  impl_->inject(path, fault, count);
+}
+void FakeApiServer::set_stall_seconds(double s) { impl_->set_stall_seconds(s); }
+void FakeApiServer::bookmark(const std::string& path) { impl_->bookmark(path); }
+void FakeApiServer::close_watches(const std::string& path) { impl_->close_watches(path); }
+std::size_t FakeApiServer::open_watches(const std::string& path) const {
+  return impl_->open_watches(path);
+}
+bool FakeApiServer::wait_for_watches(const std::string& path, std::size_t n,
+                                     double timeout_seconds) const {
+  return impl_->wait_for_watches(path, n, timeout_seconds);
+}
+std::vector<FakeApiServer::Request> FakeApiServer::requests() const { return impl_->requests(); }
+void FakeApiServer::set_max_page(std::size_t n) { impl_->set_max_page(n); }
+
+}  // namespace tollgate::testing
