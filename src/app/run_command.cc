@@ -2,8 +2,11 @@
 // Until the decision service lands, published tables are printed as JSON lines on stdout.
 #include <csignal>
 #include <iostream>
+#include <memory>
 #include <mutex>
+#include <optional>
 
+#include "tollgate/app/cluster_source.h"
 #include "tollgate/app/commands.h"
 #include "tollgate/policy/parse.h"
 #include "tollgate/publish/publisher.h"
@@ -55,10 +58,19 @@ int run_run(const RunOptions& o) {
     std::cerr << "tollgate: " << mesh.error().message << "\n";
     return 2;
   }
-  if (o.manifests.empty()) {
-    std::cerr << "tollgate: run needs --manifests DIR (watching a cluster comes with "
-                 "--kubeconfig)\n";
+  if (!o.manifests.empty() && !o.kubeconfig.empty()) {
+    std::cerr << "tollgate: --manifests and --kubeconfig are alternatives; give one\n";
     return 2;
+  }
+  std::optional<k8s::ClusterConfig> cluster;
+  if (o.manifests.empty()) {
+    auto c = k8s::resolve_config(o.kubeconfig);
+    if (!c.ok()) {
+      std::cerr << "tollgate: no cluster to watch: " << c.error().message
+                << "\n(give --kubeconfig FILE, run in a pod, or --manifests DIR)\n";
+      return 2;
+    }
+    cluster = std::move(*c);
   }
   // Signals are taken by sigwait below, never by a handler on a random thread.
   sigset_t signals;
@@ -96,14 +108,31 @@ int run_run(const RunOptions& o) {
     });
   }
   publisher.start();
-  source::DirectorySource dir(o.manifests,
-                              [&](index::Event e) { return publisher.submit(std::move(e)); });
+  auto sink = [&](index::Event e) { return publisher.submit(std::move(e)); };
+  std::unique_ptr<source::DirectorySource> dir;
+  std::unique_ptr<ClusterSource> watch;
+  std::vector<std::string> errors;
+  if (cluster) {
+    watch = std::make_unique<ClusterSource>(*cluster, sink);
+    auto started = watch->start();
+    if (!started.ok()) {
+      std::cerr << "tollgate: " << started.error().message << "\n";
+      return 2;
+    }
+  } else {
+    dir = std::make_unique<source::DirectorySource>(o.manifests, sink);
+    if (o.once) {
+      errors = dir->load();
+    } else {
+      dir->start();
+    }
+  }
   if (o.once) {
-    const auto errors = dir.load();
     auto s = publisher.wait_for([](const publish::Snapshot& x) { return x.synced; },
-                                std::chrono::seconds(30));
+                                cluster ? std::chrono::seconds(120) : std::chrono::seconds(30));
+    if (watch) watch->stop();
     if (!s) {
-      std::cerr << "tollgate: the manifests did not sync\n";
+      std::cerr << "tollgate: " << (cluster ? "the cluster" : "the manifests") << " did not sync\n";
       return 1;
     }
     for (const auto& [ns, view] : s->namespaces) {
@@ -113,12 +142,11 @@ int run_run(const RunOptions& o) {
     publisher.stop();
     return errors.empty() ? 0 : 1;
   }
-  dir.start();
-  util::log_info("watching manifests", {{"paths", std::to_string(o.manifests.size())}});
   int sig = 0;
   sigwait(&signals, &sig);
   util::log_info("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
-  dir.stop();
+  if (dir) dir->stop();
+  if (watch) watch->stop();
   publisher.stop();
   return publisher.failed() ? 1 : 0;
 }

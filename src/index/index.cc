@@ -6,14 +6,6 @@
 
 namespace tollgate::index {
 
-struct Index::ShapeRec {
-  std::string key;
-  std::shared_ptr<const policy::Workload> shape;
-  std::size_t pods = 0;
-  Group* group = nullptr;  // valid while epoch == Index::epoch_
-  std::uint64_t epoch = 0;
-};
-
 namespace {
 
 bool same_policy(const policy::Policy& a, const std::string& ns, const std::string& name) {
@@ -150,7 +142,7 @@ void Index::replace(Kind kind, std::vector<Object>& objects) {
   }
 }
 
-Index::ShapeRec* Index::intern(PodObject& pod) {
+ShapeRec* Index::intern(PodObject& pod) {
   std::string key;
   append_field(key, pod.namespace_);
   append_field(key, pod.service_account);
@@ -174,19 +166,21 @@ Index::ShapeRec* Index::intern(PodObject& pod) {
     w->ports = std::move(pod.ports);
     rec->shape = std::move(w);
     rec->key = std::move(key);
+    assign(*rec, group_for(*rec->shape));
     it->second = std::move(rec);
   }
   return it->second.get();
 }
 
 void Index::release(ShapeRec* shape) {
-  if (shape == nullptr || --shape->pods > 0) return;
-  shapes_.erase(shape->key);
+  if (shape == nullptr) return;
+  shape->group->pods--;
+  if (--shape->pods > 0) return;
+  assign(*shape, nullptr);
+  shapes_.erase(shape->key);  // destroys *shape
 }
 
-Group* Index::group_for(ShapeRec& shape) {
-  if (shape.group != nullptr && shape.epoch == epoch_) return shape.group;
-  const policy::Workload& w = *shape.shape;
+Group* Index::group_for(const policy::Workload& w) {
   std::vector<std::shared_ptr<const policy::Policy>> applicable;
   auto collect = [&](const std::string& ns) {
     auto it = ns_.find(ns);
@@ -217,22 +211,26 @@ Group* Index::group_for(ShapeRec& shape) {
     changes_.groups.insert(g->id);
     it->second = std::move(g);
   }
-  shape.group = it->second.get();
-  shape.epoch = epoch_;
-  return shape.group;
+  return it->second.get();
 }
 
-void Index::move_to(PodRec& rec, Group* g) {
-  if (rec.group == g) return;
-  Group* old = rec.group;
-  rec.group = g;
-  if (g != nullptr) ++g->pods;
-  if (old != nullptr && --old->pods == 0) {
-    changes_.removed_groups.insert(old->id);
-    changes_.groups.erase(old->id);
-    groups_by_id_.erase(old->id);
-    groups_by_key_.erase(old->key);  // destroys *old
-    ++epoch_;                        // shapes may cache it
+// Moves a shape (and its pods) to group `g`; a group left without shapes goes away.
+void Index::assign(ShapeRec& shape, Group* g) {
+  Group* old = shape.group;
+  if (old == g) return;
+  shape.group = g;
+  if (g != nullptr) {
+    g->shapes++;
+    g->pods += shape.pods;
+  }
+  if (old != nullptr) {
+    old->pods -= shape.pods;
+    if (--old->shapes == 0) {
+      changes_.removed_groups.insert(old->id);
+      changes_.groups.erase(old->id);
+      groups_by_id_.erase(old->id);
+      groups_by_key_.erase(old->key);  // destroys *old
+    }
   }
 }
 
@@ -242,36 +240,59 @@ void Index::upsert_pod(PodObject pod) {
     delete_pod(pod.namespace_, pod.name);
     return;
   }
-  const std::string ns = pod.namespace_;
-  auto& st = ns_[ns];
-  auto it = st.pods.find(pod.name);
-  ShapeRec* shape = intern(pod);
-  if (it != st.pods.end() && it->second.shape == shape && it->second.info->ips == pod.ips) {
-    return;  // nothing the index cares about changed
+  std::string ips;
+  for (const auto& ip : pod.ips) {
+    if (!ips.empty()) ips += ',';
+    ips += ip;
   }
-  ++shape->pods;
-  if (it == st.pods.end()) it = st.pods.emplace(pod.name, PodRec{}).first;
-  PodRec& rec = it->second;
+  auto& st = ns_[pod.namespace_];
+  auto it = st.pods.find(std::string_view(pod.name));
+  if (it != st.pods.end() && it->second.info->ips == ips) {
+    // Same shape? Compare without interning (interning may create a shape).
+    const policy::Workload& w = *it->second.shape->shape;
+    if (w.service_account == pod.service_account && w.ports.size() == pod.ports.size() &&
+        w.labels.size() == pod.labels.size() &&
+        std::equal(pod.labels.begin(), pod.labels.end(), w.labels.begin(),
+                   [](const auto& a, const auto& b) {
+                     return a.first == b.first && a.second == b.second;
+                   }) &&
+        std::equal(pod.ports.begin(), pod.ports.end(), w.ports.begin(),
+                   [](const auto& a, const auto& b) {
+                     return a.number == b.number && a.name == b.name;
+                   })) {
+      return;  // nothing the index cares about changed
+    }
+  }
+  changes_.namespaces.insert(pod.namespace_);
+  ShapeRec* shape = intern(pod);
+  shape->pods++;
+  shape->group->pods++;
   auto info = std::make_shared<PodInfo>();
   info->name = std::move(pod.name);
   info->shape = shape->shape;
-  info->ips = std::move(pod.ips);
-  rec.info = std::move(info);
-  ShapeRec* old_shape = rec.shape;
-  rec.shape = shape;
-  move_to(rec, group_for(*shape));
+  info->ips = std::move(ips);
+  if (it == st.pods.end()) {
+    const std::string_view key = info->name;
+    st.pods.emplace(key, PodRec{std::move(info), shape});
+    return;
+  }
+  ShapeRec* old_shape = it->second.shape;
+  auto node = st.pods.extract(it);
+  node.mapped().info = std::move(info);
+  node.mapped().shape = shape;
+  node.key() = node.mapped().info->name;
+  st.pods.insert(std::move(node));
   release(old_shape);
-  changes_.namespaces.insert(ns);
 }
 
 void Index::delete_pod(const std::string& ns, const std::string& name) {
   auto nit = ns_.find(ns);
   if (nit == ns_.end()) return;
-  auto it = nit->second.pods.find(name);
+  auto it = nit->second.pods.find(std::string_view(name));
   if (it == nit->second.pods.end()) return;
-  move_to(it->second, nullptr);
-  release(it->second.shape);
+  ShapeRec* shape = it->second.shape;
   nit->second.pods.erase(it);
+  release(shape);
   changes_.namespaces.insert(ns);
 }
 
@@ -301,7 +322,6 @@ void Index::delete_policy(const std::string& ns, const std::string& name) {
 
 void Index::policy_changed(const std::string& ns, const policy::Policy* before,
                            const policy::Policy* after) {
-  ++epoch_;
   changes_.policies = true;
   const bool everywhere = ns == mesh_.root_namespace;
   const std::string& name = before != nullptr ? before->name : after->name;
@@ -319,26 +339,21 @@ void Index::policy_changed(const std::string& ns, const policy::Policy* before,
       }
     }
   }
-  // Pods selected before or after the change get their group recomputed.
-  auto visit = [&](const std::string& pod_ns, NsState& st) {
-    bool touched = false;
-    for (auto& [pod_name, rec] : st.pods) {
-      const policy::Workload& w = *rec.shape->shape;
-      const bool was = before != nullptr && compile::applies_to(*before, w, mesh_);
-      const bool is = after != nullptr && compile::applies_to(*after, w, mesh_);
-      if (!was && !is) continue;
-      Group* g = group_for(*rec.shape);
-      if (g != rec.group) {
-        move_to(rec, g);
-        touched = true;
-      }
+  // Shapes (and so pods) selected before or after the change get their group recomputed.
+  std::vector<ShapeRec*> moved;
+  for (auto& [key, shape] : shapes_) {
+    const policy::Workload& w = *shape->shape;
+    if (!everywhere && w.namespace_ != ns) continue;
+    const bool was = before != nullptr && compile::applies_to(*before, w, mesh_);
+    const bool is = after != nullptr && compile::applies_to(*after, w, mesh_);
+    if (was || is) moved.push_back(shape.get());
+  }
+  for (ShapeRec* shape : moved) {
+    Group* g = group_for(*shape->shape);
+    if (g != shape->group) {
+      assign(*shape, g);
+      changes_.namespaces.insert(shape->shape->namespace_);
     }
-    if (touched) changes_.namespaces.insert(pod_ns);
-  };
-  if (everywhere) {
-    for (auto& [pod_ns, st] : ns_) visit(pod_ns, st);
-  } else if (auto it = ns_.find(ns); it != ns_.end()) {
-    visit(ns, it->second);
   }
 }
 

@@ -142,7 +142,7 @@ class BeastTransport final : public Transport {
       parser.get().body().data = chunk;
       parser.get().body().size = sizeof chunk;
       expire(idle);
-      auto ec = run([&](auto& s, auto done) { http::async_read(s, buffer_, parser, done); });
+      auto ec = run([&](auto& s, auto done) { http::async_read_some(s, buffer_, parser, done); });
       if (ec == http::error::need_buffer) ec = {};
       if (ec) {
         close();

@@ -500,7 +500,8 @@ std::string policy_fingerprint(const nlohmann::json& object) {
     if (auto spec = object.find("spec"); spec != object.end()) f = spec->dump();
   }
   f += '\n';
-  const auto* meta = object.is_object() && object.contains("metadata") ? &object["metadata"] : nullptr;
+  const auto* meta =
+      object.is_object() && object.contains("metadata") ? &object["metadata"] : nullptr;
   if (meta != nullptr && meta->is_object() && meta->contains("annotations")) {
     const auto& a = (*meta)["annotations"];
     if (a.is_object() && a.contains("istio.io/dry-run")) f += a["istio.io/dry-run"].dump();

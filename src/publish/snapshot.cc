@@ -17,10 +17,12 @@ const PodEntry* Snapshot::find(std::string_view ns, std::string_view pod) const 
   return it == namespaces.end() ? nullptr : it->second->find(pod);
 }
 
-const PodEntry* Snapshot::find_ip(const std::string& ip) const {
+const PodEntry* Snapshot::find_ip(std::string_view ip) const {
   if (!by_ip) return nullptr;
-  auto it = by_ip->find(ip);
-  return it == by_ip->end() ? nullptr : find(it->second.first, it->second.second);
+  auto it = std::lower_bound(by_ip->begin(), by_ip->end(), ip,
+                             [](const auto& e, std::string_view v) { return e.first < v; });
+  if (it == by_ip->end() || it->first != ip) return nullptr;
+  return find(it->second->shape->namespace_, it->second->name);
 }
 
 std::shared_ptr<const TableEntry> make_table_entry(const index::Group& g,
@@ -69,9 +71,14 @@ SnapshotBuilder::Result SnapshotBuilder::build(const index::Index& index,
     auto view = std::make_shared<NamespaceView>();
     if (pods != nullptr) {
       view->pods.reserve(pods->size());
+      std::unordered_map<const TableEntry*, bool> held;
       for (const auto& [name, rec] : *pods) {
-        auto t = rec.group != nullptr ? tables_.find(rec.group->id) : tables_.end();
-        view->pods.push_back(PodEntry{rec.info, t == tables_.end() ? nullptr : t->second});
+        auto t = tables_.find(rec.group()->id);
+        const TableEntry* table = t == tables_.end() ? nullptr : t->second.get();
+        if (table != nullptr && held.emplace(table, true).second) {
+          view->tables.push_back(t->second);
+        }
+        view->pods.push_back(PodEntry{rec.info, table});
       }
     }
     // Which pods changed: a merge of the two sorted lists.
@@ -110,13 +117,17 @@ SnapshotBuilder::Result SnapshotBuilder::build(const index::Index& index,
     }
   }
   if (ips_changed) {
-    auto by_ip =
-        std::make_shared<std::unordered_map<std::string, std::pair<std::string, std::string>>>();
+    auto by_ip = std::make_shared<Snapshot::IpIndex>();
+    std::size_t count = 0;
+    for (const auto& [ns, view] : next->namespaces) count += view->pods.size();
+    by_ip->reserve(count);
     for (const auto& [ns, view] : next->namespaces) {
       for (const auto& e : view->pods) {
-        for (const auto& ip : e.pod->ips) by_ip->emplace(ip, std::make_pair(ns, e.pod->name));
+        e.pod->for_each_ip([&](std::string_view ip) { by_ip->emplace_back(ip, e.pod); });
       }
     }
+    std::sort(by_ip->begin(), by_ip->end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
     next->by_ip = std::move(by_ip);
   }
   if (changes.policies || !next->policies) {

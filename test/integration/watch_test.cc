@@ -7,6 +7,7 @@
 
 #include "support/fake_apiserver.h"
 #include "support/from_scratch.h"
+#include "support/run.h"
 #include "tollgate/app/cluster_source.h"
 #include "tollgate/publish/publisher.h"
 
@@ -85,14 +86,14 @@ struct Cluster {
     api.upsert(policies_path, mk_policy("istio-system", "allow-all-80", "", "ALLOW", 80));
   }
 
-  util::Result<bool> start(k8s::ClusterConfig config = {}) {
+  util::Result<bool> start(k8s::ClusterConfig config = {}, int watch_timeout_seconds = 5) {
     pub.start();
     config.server = api.url();
     auto parsed = k8s::parse_server(config);
     if (!parsed.ok()) return parsed.error();
     app::ClusterSourceOptions o;
     o.page_size = 2;  // several pages per list
-    o.min_watch_timeout_seconds = 5;
+    o.min_watch_timeout_seconds = watch_timeout_seconds;
     o.idle_slack = 1500ms;  // stalled streams are noticed quickly
     o.backoff = util::Backoff(20ms, 200ms);
     source = std::make_unique<app::ClusterSource>(
@@ -151,6 +152,23 @@ TEST_CASE("Lists and watch events are published as tables equal to a from-scratc
   CHECK(c.pub.current()->find("default", "web-2") == nullptr);
   c.api.remove(c.policies_path, "istio-system", "allow-all-80");
   REQUIRE(c.converged());
+}
+
+// A long-lived watch must hand each event over as it arrives, not when a buffer fills or the
+// stream ends (a bug once: the body was read with async_read into a 64 KiB buffer).
+TEST_CASE("Watch events are published as they arrive, long before the watch times out") {
+  Cluster c;
+  REQUIRE(c.start({}, 600).ok());
+  REQUIRE(c.converged());
+  REQUIRE(c.api.wait_for_watches(kPods, 1, 5));
+  REQUIRE(c.api.wait_for_watches(c.policies_path, 1, 5));
+  for (int i = 0; i < 3; ++i) {
+    c.api.upsert(kPods, mk_pod("shop", "live-" + std::to_string(i), "cart"));
+    c.api.upsert(c.policies_path, mk_policy("shop", "live", "cart", "DENY", 7000 + i));
+    REQUIRE(c.converged(3s));
+  }
+  CHECK(c.source->stats()[1].relists == 0);
+  CHECK(c.source->stats()[1].events >= 3);
 }
 
 TEST_CASE("AuthorizationPolicy falls back to v1beta1 when the server does not serve v1") {
@@ -249,6 +267,56 @@ TEST_CASE("An untrusted server certificate is refused and nothing is published a
   std::this_thread::sleep_for(500ms);
   CHECK_FALSE(c.pub.current()->synced);
   CHECK(c.api.requests().empty());  // the handshake failed before any request
+}
+
+std::string base64(const std::string& in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  std::size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const unsigned v = (static_cast<unsigned char>(in[i]) << 16) |
+                       (static_cast<unsigned char>(in[i + 1]) << 8) |
+                       static_cast<unsigned char>(in[i + 2]);
+    for (int k = 18; k >= 0; k -= 6) out += kAlphabet[(v >> k) & 63];
+  }
+  if (i + 1 == in.size()) {
+    const unsigned v = static_cast<unsigned char>(in[i]) << 16;
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == in.size()) {
+    const unsigned v =
+        (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8);
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+TEST_CASE("tollgate run --kubeconfig --once prints the cluster's tables (TLS and a token)") {
+  testing::FakeApiServerOptions o;
+  o.tls = true;
+  o.bearer_token = "s3cret-token";
+  Cluster c(o);
+  testing::TempDir dir;
+  testing::write_file(dir.path() / "kubeconfig",
+                      "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
+                      "clusters:\n- name: fake\n  cluster:\n    server: " +
+                          c.api.url() +
+                          "\n    certificate-authority-data: " + base64(c.api.ca_pem()) +
+                          "\nusers:\n- name: me\n  user:\n    token: s3cret-token\n"
+                          "contexts:\n- name: fake\n  context: {cluster: fake, user: me}\n");
+  const auto r = testing::run_tollgate("run --once --kubeconfig '" +
+                                       (dir.path() / "kubeconfig").string() + "'");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("\"pod\":\"web-1\"") != std::string::npos);
+  CHECK(r.out.find("\"pod\":\"cart-1\"") != std::string::npos);
+  CHECK(r.out.find("\"pod\":\"done-1\"") == std::string::npos);
+  CHECK(r.err.find("s3cret-token") == std::string::npos);  // never log a token
 }
 
 // Thousands of mutations interleaved with every fault kind; at the end the tables equal a

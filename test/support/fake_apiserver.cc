@@ -661,15 +661,15 @@ class FakeApiServer::Impl {
     return out;
   }
 
-  // Requires mu_. The collection's items as of resourceVersion rv.
-  static std::map<Key, json> snapshot(const Collection& c, std::uint64_t rv) {
-    std::map<Key, json> items;
+  // Requires mu_. The collection's items as of resourceVersion rv (pointers into history).
+  static std::map<Key, const json*> snapshot(const Collection& c, std::uint64_t rv) {
+    std::map<Key, const json*> items;
     for (const Event& e : c.history) {
       if (e.rv > rv) break;
       if (e.type == "DELETED") {
         items.erase(key_of(e.object));
       } else {
-        items[key_of(e.object)] = e.object;
+        items[key_of(e.object)] = &e.object;
       }
     }
     return items;
@@ -696,8 +696,10 @@ class FakeApiServer::Impl {
       const Collection& c = *r.collection;
       std::uint64_t list_rv = rv_;
       std::optional<Key> after_key;
-      std::map<Key, json> snap_storage;
-      const std::map<Key, json>* items = &c.items;
+      // Later pages are served as of the first page's resourceVersion; while nothing changed
+      // since, that is the current state (no need to replay history).
+      std::map<Key, const json*> items;
+      bool current = true;
       if (!cont.empty()) {
         json token;
         const auto decoded = base64url_decode(cont);
@@ -718,8 +720,10 @@ class FakeApiServer::Impl {
           list_rv = token["rv"].get<std::uint64_t>();
           after_key =
               Key{token["start"][0].get<std::string>(), token["start"][1].get<std::string>()};
-          snap_storage = snapshot(c, list_rv);
-          items = &snap_storage;
+          if (!c.history.empty() && c.history.back().rv > list_rv) {
+            items = snapshot(c, list_rv);
+            current = false;
+          }
         }
       }
       if (status == 200) {
@@ -728,15 +732,21 @@ class FakeApiServer::Impl {
         json out_items = json::array();
         std::size_t remaining = 0;
         std::optional<Key> last;
-        auto it = after_key ? items->upper_bound(*after_key) : items->begin();
-        for (; it != items->end(); ++it) {
-          if (r.ns && it->first.first != *r.ns) continue;
+        auto take = [&](const Key& key, const json& object) {
+          if (r.ns && key.first != *r.ns) return;
           if (cap > 0 && out_items.size() >= cap) {
             ++remaining;
-            continue;
+            return;
           }
-          out_items.push_back(render(c, it->second, c.items_carry_kind));
-          last = it->first;
+          out_items.push_back(render(c, object, c.items_carry_kind));
+          last = key;
+        };
+        if (current) {
+          auto it = after_key ? c.items.upper_bound(*after_key) : c.items.begin();
+          for (; it != c.items.end(); ++it) take(it->first, it->second);
+        } else {
+          auto it = after_key ? items.upper_bound(*after_key) : items.begin();
+          for (; it != items.end(); ++it) take(it->first, *it->second);
         }
         json meta = {{"resourceVersion", std::to_string(list_rv)}};
         if (remaining > 0) {

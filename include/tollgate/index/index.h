@@ -21,7 +21,17 @@ namespace tollgate::index {
 struct PodInfo {
   std::string name;
   std::shared_ptr<const policy::Workload> shape;
-  std::vector<std::string> ips;
+  std::string ips;  // status.podIPs joined with ',' (one IPv4 address fits in place)
+  template <typename F>
+  void for_each_ip(F f) const {
+    std::string_view rest = ips;
+    while (!rest.empty()) {
+      const auto comma = rest.find(',');
+      f(rest.substr(0, comma));
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
 };
 
 // Pods with the same namespace and the same applicable policies get one table. The set of
@@ -31,7 +41,16 @@ struct Group {
   std::string key;  // namespace and policy keys
   std::string namespace_;
   std::vector<std::shared_ptr<const policy::Policy>> policies;  // sorted by key
+  std::size_t pods = 0;                                         // pods in the group
+  std::size_t shapes = 0;  // shapes in the group (it lives while this is not zero)
+};
+
+// An interned shape and the group its pods belong to (a shape decides the group).
+struct ShapeRec {
+  std::string key;
+  std::shared_ptr<const policy::Workload> shape;
   std::size_t pods = 0;
+  Group* group = nullptr;
 };
 
 struct IndexStats {
@@ -68,13 +87,13 @@ class Index {
   Changes take_changes();
 
   // Reading (for the snapshot builder, on the index thread).
-  struct ShapeRec;  // an interned shape, its pod count and its cached group
   struct PodRec {
     std::shared_ptr<const PodInfo> info;
-    Group* group = nullptr;
     ShapeRec* shape = nullptr;
+    const Group* group() const { return shape->group; }
   };
-  using PodMap = std::map<std::string, PodRec, std::less<>>;
+  // Keyed by a view of info->name (the node is re-keyed when info is replaced).
+  using PodMap = std::map<std::string_view, PodRec, std::less<>>;
   const PodMap* pods(const std::string& ns) const;
   const Group* group(std::uint64_t id) const;
   const std::map<std::string, std::shared_ptr<const policy::Policy>>& policies() const {
@@ -110,8 +129,8 @@ class Index {
 
   ShapeRec* intern(PodObject& pod);
   void release(ShapeRec* shape);
-  Group* group_for(ShapeRec& shape);
-  void move_to(PodRec& rec, Group* g);
+  Group* group_for(const policy::Workload& w);
+  void assign(ShapeRec& shape, Group* g);
 
   policy::MeshConfig mesh_;
   std::unordered_map<std::string, NsState> ns_;
@@ -119,7 +138,6 @@ class Index {
   std::set<std::string> service_accounts_;                                     // "ns/name"
   std::set<std::string> namespace_names_;
   std::unordered_map<std::string, std::unique_ptr<ShapeRec>> shapes_;
-  std::uint64_t epoch_ = 1;  // bumped when any policy changes or a group goes away
   std::unordered_map<std::string, std::unique_ptr<Group>> groups_by_key_;
   std::unordered_map<std::uint64_t, Group*> groups_by_id_;
   std::uint64_t next_group_ = 1;

@@ -28,11 +28,12 @@ struct TableEntry {
 
 struct PodEntry {
   std::shared_ptr<const index::PodInfo> pod;
-  std::shared_ptr<const TableEntry> table;
+  const TableEntry* table = nullptr;  // kept alive by the view's `tables`
 };
 
 struct NamespaceView {
-  std::vector<PodEntry> pods;  // sorted by pod name
+  std::vector<PodEntry> pods;                             // sorted by pod name
+  std::vector<std::shared_ptr<const TableEntry>> tables;  // every table the pods point to
   const PodEntry* find(std::string_view pod) const;
 };
 
@@ -42,15 +43,17 @@ struct Snapshot {
   std::chrono::system_clock::time_point published_at;
   policy::MeshConfig mesh;
   std::map<std::string, std::shared_ptr<const NamespaceView>, std::less<>> namespaces;
-  std::shared_ptr<const std::unordered_map<std::string, std::pair<std::string, std::string>>>
-      by_ip;  // pod IP -> (namespace, pod)
+  // Pod IP -> the pod, sorted by IP (a flat vector: no allocation per pod). Keys view the
+  // PodInfo's ips, which the value keeps alive.
+  using IpIndex = std::vector<std::pair<std::string_view, std::shared_ptr<const index::PodInfo>>>;
+  std::shared_ptr<const IpIndex> by_ip;
   std::shared_ptr<const std::map<std::string, std::shared_ptr<const policy::Policy>>> policies;
   std::shared_ptr<const std::set<std::string>> service_accounts;  // "ns/name"
   std::shared_ptr<const std::set<std::string>> namespace_names;
   std::size_t pods = 0, tables = 0;
 
   const PodEntry* find(std::string_view ns, std::string_view pod) const;
-  const PodEntry* find_ip(const std::string& ip) const;
+  const PodEntry* find_ip(std::string_view ip) const;
 };
 
 // Builds snapshots from the index, compiling only the groups that changed and rebuilding
