@@ -8,10 +8,11 @@ RUN bash scripts/install-deps.sh \
 
 FROM debian:bookworm-slim
 RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends libyaml-0-2 libsimdjson14 libssl3 ca-certificates \
+ && apt-get install -y -qq --no-install-recommends libyaml-0-2 libsimdjson14 libssl3 libboost-system1.74.0 libprometheus-cpp-core1.0 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/tollgate /usr/local/bin/tollgate
 COPY --from=build /src/examples /usr/share/tollgate/examples
 USER 65532:65532
 ENTRYPOINT ["tollgate"]
-CMD ["lint", "-f", "/usr/share/tollgate/examples/seed"]
+# In a pod: in-cluster config. Elsewhere: run --manifests /usr/share/tollgate/examples/seed
+CMD ["run"]

@@ -8,7 +8,7 @@ packages=(
   clang libclang-rt-14-dev clang-format clang-tidy
   libboost-dev libboost-system-dev libssl-dev
   nlohmann-json3-dev libsimdjson-dev libyaml-dev libcli11-dev libspdlog-dev
-  catch2 librapidcheck-dev
+  catch2 librapidcheck-dev prometheus-cpp-dev
 )
 
 if [[ "${TOLLGATE_SKIP_APT:-0}" == 1 ]]; then

@@ -59,10 +59,17 @@ void Index::apply(Event event) {
   const int k = static_cast<int>(event.kind);
   switch (event.type) {
     case Event::Type::kHealth:
-      health_[k] = Health{event.healthy, std::move(event.message)};
+      if (health_[k].healthy != event.healthy || health_[k].since.time_since_epoch().count() == 0) {
+        health_[k].since = std::chrono::system_clock::now();
+      }
+      health_[k].healthy = event.healthy;
+      health_[k].message = std::move(event.message);
       changes_.other = true;
       return;
     case Event::Type::kReplace:
+      if (!health_[k].healthy) {
+        health_[k] = Health{true, "listed", std::chrono::system_clock::now()};
+      }
       replace(event.kind, event.objects);
       if (!synced_[k]) {
         synced_[k] = true;

@@ -146,8 +146,8 @@ void Watcher::run() {
         if (need_list) {
           need_list = false;
           first = false;
-          report(true, "listed");
         }
+        report(true, "watching");
         break;
       case Outcome::kRelist:
         need_list = true;

@@ -25,6 +25,16 @@ const PodEntry* Snapshot::find_ip(std::string_view ip) const {
   return find(it->second->shape->namespace_, it->second->name);
 }
 
+std::chrono::system_clock::time_point Snapshot::fresh_as_of(
+    std::chrono::system_clock::time_point now) const {
+  if (!synced) return {};
+  auto fresh = now;
+  for (const auto& h : health) {
+    if (!h.healthy) fresh = std::min(fresh, h.since);
+  }
+  return fresh;
+}
+
 std::shared_ptr<const TableEntry> make_table_entry(const index::Group& g,
                                                    const policy::MeshConfig& mesh) {
   std::vector<const policy::Policy*> policies;
@@ -139,6 +149,11 @@ SnapshotBuilder::Result SnapshotBuilder::build(const index::Index& index,
     next->service_accounts =
         std::make_shared<const std::set<std::string>>(index.service_accounts());
     next->namespace_names = std::make_shared<const std::set<std::string>>(index.namespaces());
+  }
+  for (int k = 0; k < index::kKindCount; ++k) {
+    const auto& h = index.health(static_cast<index::Kind>(k));
+    next->health.push_back(Snapshot::SourceHealth{index::kind_name(static_cast<index::Kind>(k)),
+                                                  h.healthy, h.message, h.since});
   }
   for (const auto& [ns, view] : next->namespaces) next->pods += view->pods.size();
   next->tables = tables_.size();

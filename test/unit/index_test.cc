@@ -196,6 +196,28 @@ TEST_CASE("Readiness waits for every kind's first list") {
   CHECK(idx.synced());
 }
 
+TEST_CASE("Snapshots carry each source's health, and how fresh the data is") {
+  Harness h;
+  CHECK(h.publish().fresh_as_of(std::chrono::system_clock::now()).time_since_epoch().count() ==
+        0);  // never synced
+  h.sync();
+  const auto now = std::chrono::system_clock::now();
+  CHECK(h.publish().fresh_as_of(now) == now);
+  Event down;
+  down.kind = Kind::kPod;
+  down.type = Event::Type::kHealth;
+  down.healthy = false;
+  down.message = "watch failing";
+  h.idx.apply(down);
+  const auto& s = h.publish();
+  CHECK_FALSE(s.health[1].healthy);
+  CHECK(s.health[1].kind == "Pod");
+  CHECK(s.health[1].message == "watch failing");
+  const auto later = std::chrono::system_clock::now() + std::chrono::hours(1);
+  CHECK(s.fresh_as_of(later) == s.health[1].since);
+  CHECK(s.fresh_as_of(later) < later);
+}
+
 // Random interleavings of pod and policy changes: the incrementally maintained snapshot
 // always equals a compile from scratch of the same objects.
 TEST_CASE("Incremental snapshots equal a from-scratch compile after random changes") {

@@ -3,6 +3,7 @@
 // Owned by the index thread, its only writer; not thread-safe.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -104,8 +105,9 @@ class Index {
   const policy::MeshConfig& mesh() const { return mesh_; }
   IndexStats stats() const;
   struct Health {
-    bool healthy = true;
-    std::string message;
+    bool healthy = false;  // until the source says otherwise
+    std::string message = "not yet listed";
+    std::chrono::system_clock::time_point since{};  // when it became what it is
   };
   const Health& health(Kind k) const { return health_[static_cast<int>(k)]; }
 

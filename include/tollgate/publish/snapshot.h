@@ -51,6 +51,20 @@ struct Snapshot {
   std::shared_ptr<const std::set<std::string>> service_accounts;  // "ns/name"
   std::shared_ptr<const std::set<std::string>> namespace_names;
   std::size_t pods = 0, tables = 0;
+  // Each source kind's state (AuthorizationPolicy, Pod, ServiceAccount, Namespace), for
+  // readiness and staleness: an agent can tell how fresh the data is.
+  struct SourceHealth {
+    std::string kind;
+    bool healthy = false;
+    std::string message;
+    std::chrono::system_clock::time_point since;
+  };
+  std::vector<SourceHealth> health;
+  // How fresh the data is: `now` while every kind is healthy (health changes publish a new
+  // snapshot), else the moment the first failing kind stopped being healthy; the epoch if
+  // the sources never synced.
+  std::chrono::system_clock::time_point fresh_as_of(
+      std::chrono::system_clock::time_point now) const;
 
   const PodEntry* find(std::string_view ns, std::string_view pod) const;
   const PodEntry* find_ip(std::string_view ip) const;
