@@ -313,7 +313,7 @@ void Index::upsert_policy(PolicyObject p) {
       it == st.policies.end() ? nullptr : it->second.policy;
   st.policies[name] = PolicyRec{p.policy, std::move(p.fingerprint)};
   all_policies_[p.policy->key()] = p.policy;
-  policy_changed(ns, before.get(), p.policy.get());
+  policy_changed(ns, name, before.get(), p.policy.get());
 }
 
 void Index::delete_policy(const std::string& ns, const std::string& name) {
@@ -324,14 +324,13 @@ void Index::delete_policy(const std::string& ns, const std::string& name) {
   std::shared_ptr<const policy::Policy> before = it->second.policy;
   nit->second.policies.erase(it);
   all_policies_.erase(ns + "/" + name);
-  policy_changed(ns, before.get(), nullptr);
+  policy_changed(ns, name, before.get(), nullptr);
 }
 
-void Index::policy_changed(const std::string& ns, const policy::Policy* before,
-                           const policy::Policy* after) {
+void Index::policy_changed(const std::string& ns, const std::string& name,
+                           const policy::Policy* before, const policy::Policy* after) {
   changes_.policies = true;
   const bool everywhere = ns == mesh_.root_namespace;
-  const std::string& name = before != nullptr ? before->name : after->name;
   // Groups that hold the policy get its new version and must be recompiled.
   std::shared_ptr<const policy::Policy> next;
   if (after != nullptr) next = all_policies_[after->key()];

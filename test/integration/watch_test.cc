@@ -319,6 +319,40 @@ TEST_CASE("tollgate run --kubeconfig --once prints the cluster's tables (TLS and
   CHECK(r.err.find("s3cret-token") == std::string::npos);  // never log a token
 }
 
+TEST_CASE("A server certificate for another name is refused (hostname verification)") {
+  testing::FakeApiServerOptions o;
+  o.tls = true;
+  Cluster c(o);
+  k8s::ClusterConfig config;
+  config.ca_pem = c.api.ca_pem();
+  config.tls_server_name = "kubernetes.example.com";  // the certificate is for 127.0.0.1
+  REQUIRE(c.start(config).ok());
+  std::this_thread::sleep_for(500ms);
+  CHECK_FALSE(c.pub.current()->synced);
+  CHECK(c.api.requests().empty());
+}
+
+TEST_CASE("A client certificate from the kubeconfig authenticates to the server") {
+  const auto client = testing::generate_self_signed_certificate("tollgate");
+  testing::FakeApiServerOptions o;
+  o.tls = true;
+  o.client_ca_pem = client.certificate_pem;
+  Cluster c(o);
+  k8s::ClusterConfig config;
+  config.ca_pem = c.api.ca_pem();
+  SECTION("with the certificate the watch converges") {
+    config.client_cert_pem = client.certificate_pem;
+    config.client_key_pem = client.private_key_pem;
+    REQUIRE(c.start(config).ok());
+    REQUIRE(c.converged());
+  }
+  SECTION("without it the server refuses the connection") {
+    REQUIRE(c.start(config).ok());
+    std::this_thread::sleep_for(500ms);
+    CHECK_FALSE(c.pub.current()->synced);
+  }
+}
+
 // Thousands of mutations interleaved with every fault kind; at the end the tables equal a
 // from-scratch compile of the final state.
 TEST_CASE("Soak: random mutations and faults end in tables equal to a from-scratch compile") {

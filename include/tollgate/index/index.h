@@ -125,7 +125,7 @@ class Index {
   void delete_pod(const std::string& ns, const std::string& name);
   void upsert_policy(PolicyObject p);
   void delete_policy(const std::string& ns, const std::string& name);
-  void policy_changed(const std::string& ns, const policy::Policy* before,
+  void policy_changed(const std::string& ns, const std::string& name, const policy::Policy* before,
                       const policy::Policy* after);
   void replace(Kind kind, std::vector<Object>& objects);
 
