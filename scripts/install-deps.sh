@@ -9,6 +9,7 @@ packages=(
   libboost-dev libboost-system-dev libssl-dev
   nlohmann-json3-dev libsimdjson-dev libyaml-dev libcli11-dev libspdlog-dev
   catch2 librapidcheck-dev prometheus-cpp-dev
+  wrk nginx-light  # bench/serve
 )
 
 if [[ "${TOLLGATE_SKIP_APT:-0}" == 1 ]]; then

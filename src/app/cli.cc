@@ -48,6 +48,20 @@ int run_cli(int argc, char** argv) {
       ->capture_default_str();
   rn->add_option("--trust-domain-alias", run.trust_domain_aliases, "a trust domain alias");
   rn->add_option("--mesh", run.mesh, "mesh settings as JSON, or @FILE");
+  rn->add_option("--listen", run.listen, "serve the decision API on ADDR:PORT (port 0: any)")
+      ->capture_default_str();
+  rn->add_option("--port-file", run.port_file, "write the bound port to this file once listening");
+  rn->add_option("--tls-cert", run.tls_cert, "serve TLS with this certificate chain (PEM)");
+  rn->add_option("--tls-key", run.tls_key, "the TLS private key (PEM)");
+  rn->add_option("--tls-client-ca", run.tls_client_ca,
+                 "require client certificates signed by this CA (PEM)");
+  rn->add_option("--max-wait", run.max_wait_seconds, "long-poll cap in seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 3600));
+  rn->add_option("--staleness", run.staleness_seconds,
+                 "/readyz fails once every source has been failing this many seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400 * 7));
 
   try {
     app.parse(argc, argv);

@@ -1,6 +1,8 @@
-// `tollgate run`: the controller. Sources feed the index thread, which publishes snapshots.
-// Until the decision service lands, published tables are printed as JSON lines on stdout.
+// `tollgate run`: the controller. Sources feed the index thread, which publishes snapshots;
+// the decision service (server module) serves them until SIGTERM/SIGINT. With --once, every
+// table is printed as a JSON line on stdout once synced, and nothing is served.
 #include <csignal>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -10,6 +12,7 @@
 #include "tollgate/app/commands.h"
 #include "tollgate/policy/parse.h"
 #include "tollgate/publish/publisher.h"
+#include "tollgate/server/server.h"
 #include "tollgate/source/directory.h"
 #include "tollgate/util/log.h"
 
@@ -80,32 +83,37 @@ int run_run(const RunOptions& o) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   publish::Publisher publisher(*mesh);
-  std::mutex out_mu;
-  bool printed_all = false;
+  std::unique_ptr<server::Server> service;
   if (!o.once) {
-    publisher.add_listener([&](const publish::SnapshotBuilder::Result& r) {
+    publisher.add_listener([](const publish::SnapshotBuilder::Result& r) {
       const auto& s = *r.snapshot;
       util::log_info("snapshot published", {{"revision", std::to_string(s.revision)},
+                                            {"synced", s.synced ? "true" : "false"},
                                             {"pods", std::to_string(s.pods)},
                                             {"tables", std::to_string(s.tables)},
                                             {"changed", std::to_string(r.changed_pods.size())}});
-      std::lock_guard lock(out_mu);
-      if (!s.synced) return;
-      if (!printed_all) {  // the first synced snapshot: every pod
-        printed_all = true;
-        for (const auto& [ns, view] : s.namespaces) {
-          for (const auto& e : view->pods) print_pod(std::cout, s, ns, e);
-        }
-      } else {
-        for (const auto& key : r.changed_pods) {
-          const auto slash = key.find('/');
-          const std::string ns = key.substr(0, slash);
-          const auto* e = s.find(ns, key.substr(slash + 1));
-          if (e != nullptr) print_pod(std::cout, s, ns, *e);
-        }
-      }
-      std::cout.flush();
     });
+    server::ServerOptions so;
+    so.listen = o.listen;
+    so.max_wait = std::chrono::seconds(o.max_wait_seconds);
+    so.staleness = std::chrono::seconds(o.staleness_seconds);
+    so.tls_cert_file = o.tls_cert;
+    so.tls_key_file = o.tls_key;
+    so.tls_client_ca_file = o.tls_client_ca;
+    service = std::make_unique<server::Server>(std::move(so), publisher);  // before start()
+    auto started = service->start();
+    if (!started.ok()) {
+      std::cerr << "tollgate: " << started.error().message << "\n";
+      return 2;
+    }
+    if (!o.port_file.empty()) {
+      const std::string tmp = o.port_file + ".tmp";
+      {
+        std::ofstream out(tmp);
+        out << service->port() << "\n";
+      }
+      std::rename(tmp.c_str(), o.port_file.c_str());  // readers never see a partial file
+    }
   }
   publisher.start();
   auto sink = [&](index::Event e) { return publisher.submit(std::move(e)); };
@@ -118,6 +126,15 @@ int run_run(const RunOptions& o) {
     if (!started.ok()) {
       std::cerr << "tollgate: " << started.error().message << "\n";
       return 2;
+    }
+    if (service) {
+      service->set_source_stats([w = watch.get()] {
+        std::vector<server::SourceStats> out;
+        for (const auto& k : w->stats()) {
+          out.push_back(server::SourceStats{k.kind, k.events, k.errors, k.relists});
+        }
+        return out;
+      });
     }
   } else {
     dir = std::make_unique<source::DirectorySource>(o.manifests, sink);
@@ -145,6 +162,7 @@ int run_run(const RunOptions& o) {
   int sig = 0;
   sigwait(&signals, &sig);
   util::log_info("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  if (service) service->shutdown();  // parked long-polls get 304
   if (dir) dir->stop();
   if (watch) watch->stop();
   publisher.stop();

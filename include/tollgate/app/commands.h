@@ -37,6 +37,12 @@ struct RunOptions {
   std::string trust_domain = "cluster.local";
   std::vector<std::string> trust_domain_aliases;
   std::string mesh;  // JSON, or @file; flags above override
+  // The decision service (not with --once).
+  std::string listen = "127.0.0.1:8080";
+  std::string port_file;  // written with the bound port once listening (tests, scripts)
+  std::string tls_cert, tls_key, tls_client_ca;
+  int max_wait_seconds = 300;
+  int staleness_seconds = 300;
 };
 int run_run(const RunOptions& o);
 

@@ -1,0 +1,95 @@
+// The endpoints of API.md as plain functions of (request, snapshot) -> response, with no
+// networking: the HTTP sessions in server.cc call them. Api is immutable after construction
+// apart from the thread-safe Metrics it reports to; thread-safe.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tollgate/publish/snapshot.h"
+#include "tollgate/server/metrics.h"
+#include "tollgate/server/waiters.h"
+
+namespace tollgate::server {
+
+struct HttpRequest {
+  std::string_view method;  // "GET"
+  std::string_view target;  // "/v1/tables/default/web-1?wait=5"
+  std::string_view if_none_match;
+  std::string_view prefer;
+  std::string_view body;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string headers;  // extra header lines, each "Name: value\r\n"
+  std::string body;
+  // A body owned elsewhere (a table's wire JSON), kept alive by `keep`; used when `keep` is set.
+  std::shared_ptr<const void> keep;
+  std::string_view view;
+  const char* content_type = "application/json";
+  std::string_view body_bytes() const { return keep ? view : std::string_view(body); }
+};
+
+HttpResponse error_response(int status, std::string_view message);
+
+// A table request: by namespace and pod, or by pod IP; the ETag the client has; how long it
+// may wait for a change.
+struct TableQuery {
+  std::string ns, pod, ip;
+  std::string if_none_match;
+  std::chrono::seconds wait{0};
+};
+
+struct Routed {
+  Endpoint endpoint = Endpoint::kOther;
+  std::optional<TableQuery> table;  // a table endpoint: answer with Api::table()
+  HttpResponse response;            // otherwise the answer
+};
+
+struct ApiOptions {
+  std::chrono::seconds max_wait{300};
+  std::chrono::seconds staleness{300};
+};
+
+class Api {
+ public:
+  using SourceStatsFn = std::function<std::vector<SourceStats>()>;
+  Api(ApiOptions options, WaitList& waiters, Metrics& metrics);
+
+  // Routes and answers everything but tables.
+  Routed route(const HttpRequest& r, std::size_t connections, const SourceStatsFn& sources) const;
+
+  struct TableAnswer {
+    HttpResponse response;
+    std::string park_key;   // not empty: the client has the current table; park on this pod
+    std::string park_etag;  // ... whose table has this ETag
+  };
+  // Answers `q` from `s`. With `may_park` and a wait, an unchanged table gives a park_key
+  // instead of a 304.
+  TableAnswer table(const std::shared_ptr<const publish::Snapshot>& s, const TableQuery& q,
+                    bool may_park) const;
+
+ private:
+  HttpResponse check(const publish::Snapshot& s, std::string_view body) const;
+  HttpResponse workloads(const publish::Snapshot& s) const;
+  HttpResponse policy(const publish::Snapshot& s, std::string_view ns, std::string_view name) const;
+  HttpResponse readyz(const publish::Snapshot& s) const;
+
+  ApiOptions options_;
+  WaitList& waiters_;
+  Metrics& metrics_;
+};
+
+// RFC 3339 UTC with milliseconds: "2025-01-02T03:04:05.678Z".
+std::string rfc3339(std::chrono::system_clock::time_point t);
+
+// Does an If-None-Match header value match `etag` (weak comparison, lists and "*")?
+bool etag_matches(std::string_view if_none_match, std::string_view etag);
+
+}  // namespace tollgate::server

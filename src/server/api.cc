@@ -1,0 +1,504 @@
+#include "tollgate/server/api.h"
+
+#include <charconv>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "tollgate/compile/compile.h"
+#include "tollgate/compile/lint.h"
+#include "tollgate/eval/evaluate.h"
+#include "tollgate/eval/request.h"
+#include "tollgate/policy/parse.h"
+#include "tollgate/util/log.h"
+
+namespace tollgate::server {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr int kMaxJsonDepth = 64;
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+HttpResponse json_response(int status, std::string body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Percent-decoding; nullopt for a malformed escape.
+std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%') {
+      if (i + 2 >= s.size()) return std::nullopt;
+      const int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else if (s[i] == '+' && plus_is_space) {
+      out += ' ';
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> out;
+  while (true) {
+    const auto at = s.find(sep);
+    out.push_back(s.substr(0, at));
+    if (at == std::string_view::npos) break;
+    s.remove_prefix(at + 1);
+  }
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Seconds as a non-negative integer; nullopt if it is not one.
+std::optional<long long> parse_seconds(std::string_view s) {
+  long long v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v < 0) return std::nullopt;
+  return v;
+}
+
+// Rejects JSON nested deeper than kMaxJsonDepth before the recursive parts see it.
+bool too_deep(std::string_view body) {
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < body.size(); ++i) {
+    const char c = body[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxJsonDepth) return true;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return false;
+}
+
+json finding_json(const policy::Finding& f) {
+  return {{"code", f.code},
+          {"severity", policy::severity_name(f.severity)},
+          {"object", f.object},
+          {"path", f.path},
+          {"message", f.message}};
+}
+
+std::string pod_key(const publish::PodEntry& e) {
+  return e.pod->shape->namespace_ + "/" + e.pod->name;
+}
+
+HttpResponse not_synced() {
+  auto r = error_response(503,
+                          "the controller has not completed its first full sync of the cluster; "
+                          "no decision data yet (retry, and keep enforcing what you have)");
+  r.headers = "Retry-After: 1\r\n";
+  return r;
+}
+
+}  // namespace
+
+HttpResponse error_response(int status, std::string_view message) {
+  std::string body = "{\"error\":";
+  util::append_json_string(body, message);
+  body += "}";
+  return json_response(status, std::move(body));
+}
+
+std::string rfc3339(std::chrono::system_clock::time_point t) {
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(ms % 1000));
+  return buf;
+}
+
+bool etag_matches(std::string_view if_none_match, std::string_view etag) {
+  if (if_none_match.empty()) return false;
+  auto strip = [](std::string_view s) {
+    s = trim(s);
+    if (s.starts_with("W/")) s.remove_prefix(2);
+    return s;
+  };
+  const auto want = strip(etag);
+  for (auto item : split(if_none_match, ',')) {
+    item = trim(item);
+    if (item == "*" || strip(item) == want) return true;
+  }
+  return false;
+}
+
+Api::Api(ApiOptions options, WaitList& waiters, Metrics& metrics)
+    : options_(options), waiters_(waiters), metrics_(metrics) {}
+
+Routed Api::route(const HttpRequest& r, std::size_t connections,
+                  const SourceStatsFn& sources) const {
+  Routed out;
+  const auto q = r.target.find('?');
+  const std::string_view path = r.target.substr(0, q);
+  const std::string_view query = q == std::string_view::npos ? "" : r.target.substr(q + 1);
+  auto method_is = [&](std::string_view m) {
+    if (r.method == m) return true;
+    out.response = error_response(405, "method " + std::string(r.method) + " is not allowed on " +
+                                           std::string(path) + "; use " + std::string(m));
+    out.response.headers = "Allow: " + std::string(m) + "\r\n";
+    return false;
+  };
+  // Query parameters.
+  std::string pod_ip;
+  std::optional<long long> wait;
+  for (auto kv : split(query, '&')) {
+    if (kv.empty()) continue;
+    const auto eq = kv.find('=');
+    const auto key = kv.substr(0, eq);
+    auto value = percent_decode(eq == std::string_view::npos ? "" : kv.substr(eq + 1), true);
+    if (!value) {
+      out.response = error_response(400, "malformed percent-encoding in the query string");
+      return out;
+    }
+    if (key == "podIP") {
+      pod_ip = *value;
+    } else if (key == "wait") {
+      wait = parse_seconds(*value);
+      if (!wait) {
+        out.response = error_response(400, "wait: must be a whole number of seconds");
+        return out;
+      }
+    }
+  }
+  if (!wait && !r.prefer.empty()) {  // RFC 7240: Prefer: wait=N (among other preferences)
+    for (auto pref : split(r.prefer, ',')) {
+      for (auto part : split(pref, ';')) {
+        part = trim(part);
+        if (part.starts_with("wait=")) wait = parse_seconds(trim(part.substr(5)));
+      }
+    }
+  }
+
+  std::vector<std::string> segments;
+  for (auto seg : split(path, '/')) {
+    auto d = percent_decode(seg, false);
+    if (!d) {
+      out.response = error_response(400, "malformed percent-encoding in the path");
+      return out;
+    }
+    segments.push_back(std::move(*d));
+  }
+  // segments[0] is "" (the path starts with '/').
+  if (path.empty() || path[0] != '/') {
+    out.response = error_response(400, "the request target must be an absolute path");
+    return out;
+  }
+  const auto n = segments.size();
+  auto table_query = [&]() {
+    TableQuery t;
+    t.if_none_match = std::string(r.if_none_match);
+    const long long cap = options_.max_wait.count();
+    t.wait = std::chrono::seconds(std::min(wait.value_or(0), cap));
+    return t;
+  };
+  const auto s = waiters_.snapshot();
+  if (n == 5 && segments[1] == "v1" && segments[2] == "tables") {
+    out.endpoint = Endpoint::kTable;
+    if (!method_is("GET")) return out;
+    if (segments[3].empty() || segments[4].empty()) {
+      out.response = error_response(400, "want /v1/tables/{namespace}/{pod}");
+      return out;
+    }
+    out.table = table_query();
+    out.table->ns = segments[3];
+    out.table->pod = segments[4];
+    return out;
+  }
+  if (n == 3 && segments[1] == "v1" && segments[2] == "tables") {
+    out.endpoint = Endpoint::kTableByIp;
+    if (!method_is("GET")) return out;
+    if (pod_ip.empty()) {
+      out.response = error_response(400,
+                                    "want /v1/tables?podIP=ADDRESS or "
+                                    "/v1/tables/{namespace}/{pod}");
+      return out;
+    }
+    out.table = table_query();
+    out.table->ip = pod_ip;
+    return out;
+  }
+  if (n == 3 && segments[1] == "v1" && segments[2] == "check") {
+    out.endpoint = Endpoint::kCheck;
+    if (method_is("POST")) out.response = check(*s, r.body);
+    return out;
+  }
+  if (n == 3 && segments[1] == "v1" && segments[2] == "workloads") {
+    out.endpoint = Endpoint::kWorkloads;
+    if (method_is("GET")) out.response = workloads(*s);
+    return out;
+  }
+  if (n == 5 && segments[1] == "v1" && segments[2] == "policies") {
+    out.endpoint = Endpoint::kPolicy;
+    if (method_is("GET")) out.response = policy(*s, segments[3], segments[4]);
+    return out;
+  }
+  if (n == 2 && segments[1] == "healthz") {
+    out.endpoint = Endpoint::kHealthz;
+    if (method_is("GET")) out.response = json_response(200, R"({"status":"ok"})");
+    return out;
+  }
+  if (n == 2 && segments[1] == "readyz") {
+    out.endpoint = Endpoint::kReadyz;
+    if (method_is("GET")) out.response = readyz(*s);
+    return out;
+  }
+  if (n == 2 && segments[1] == "metrics") {
+    out.endpoint = Endpoint::kMetrics;
+    if (!method_is("GET")) return out;
+    MetricsState st;
+    st.snapshot = s.get();
+    st.parked = waiters_.parked();
+    st.connections = connections;
+    if (sources) st.sources = sources();
+    out.response = json_response(200, metrics_.render(st));
+    out.response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    return out;
+  }
+  out.response = error_response(404, "no such endpoint: " + std::string(path));
+  return out;
+}
+
+Api::TableAnswer Api::table(const std::shared_ptr<const publish::Snapshot>& snap,
+                            const TableQuery& q, bool may_park) const {
+  TableAnswer a;
+  const auto& s = *snap;
+  if (!s.synced) {
+    a.response = not_synced();
+    return a;
+  }
+  const publish::PodEntry* e = q.ip.empty() ? s.find(q.ns, q.pod) : s.find_ip(q.ip);
+  if (e == nullptr) {
+    const std::string what = q.ip.empty() ? "pod " + q.ns + "/" + q.pod : "a pod with IP " + q.ip;
+    a.response = error_response(404, "the controller does not know " + what +
+                                         " (yet); do not treat this as \"no policies\"");
+    a.response.headers = "X-Tollgate-Revision: " + std::to_string(s.revision) + "\r\n";
+    return a;
+  }
+  if (e->table == nullptr) {  // not expected: every pod of a synced snapshot has a table
+    a.response = error_response(503, "no table compiled yet for " + pod_key(*e));
+    return a;
+  }
+  const auto now = std::chrono::system_clock::now();
+  std::string headers = "ETag: " + e->table->etag +
+                        "\r\nX-Tollgate-Revision: " + std::to_string(s.revision) +
+                        "\r\nX-Tollgate-Synced-At: " + rfc3339(s.fresh_as_of(now)) +
+                        "\r\nCache-Control: no-cache\r\n";
+  if (!q.ip.empty()) headers += "X-Tollgate-Pod: " + pod_key(*e) + "\r\n";
+  if (etag_matches(q.if_none_match, e->table->etag)) {
+    if (may_park && q.wait.count() > 0) {
+      a.park_key = pod_key(*e);
+      a.park_etag = e->table->etag;
+      return a;
+    }
+    a.response.status = 304;
+  } else {
+    a.response.status = 200;
+    a.response.keep = snap;
+    a.response.view = e->table->wire;
+  }
+  a.response.headers = std::move(headers);
+  return a;
+}
+
+HttpResponse Api::check(const publish::Snapshot& s, std::string_view body) const {
+  if (too_deep(body)) {
+    return error_response(
+        400, "request body: JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  }
+  json in;
+  try {
+    in = json::parse(body);
+  } catch (const json::exception& e) {
+    return error_response(400, std::string("request body is not valid JSON: ") + e.what());
+  }
+  if (!in.is_object()) return error_response(400, "request body: must be a JSON object");
+  for (const auto& [key, _] : in.items()) {
+    if (key != "workload" && key != "request") {
+      return error_response(400, "request body." + key + ": unknown field");
+    }
+  }
+  if (!in.contains("workload") || !in["workload"].is_object()) {
+    return error_response(400,
+                          "workload: required, an object {namespace, pod} or {namespace, "
+                          "labels, serviceAccount}");
+  }
+  const json& wj = in["workload"];
+  json rj = in.contains("request") ? in["request"] : json::object();
+  if (!rj.is_object()) return error_response(400, "request: must be an object");
+  auto request = eval::parse_request(rj);
+  if (!request.ok()) return error_response(400, request.error().message);
+  if (!s.synced) return not_synced();
+
+  const compile::DecisionTable* table = nullptr;
+  compile::DecisionTable described;
+  const bool by_pod =
+      wj.contains("pod") && !wj.contains("labels") && !wj.contains("serviceAccount");
+  if (by_pod) {
+    if (!wj["pod"].is_string() || !wj.contains("namespace") || !wj["namespace"].is_string()) {
+      return error_response(400, "workload: {namespace, pod} must both be strings");
+    }
+    const auto ns = wj["namespace"].get<std::string>();
+    const auto pod = wj["pod"].get<std::string>();
+    const auto* e = s.find(ns, pod);
+    if (e == nullptr || e->table == nullptr) {
+      return error_response(404, "the controller does not know pod " + ns + "/" + pod + " (yet)");
+    }
+    table = &e->table->table;
+  } else {
+    auto w = policy::parse_workload(wj);
+    if (!w.ok()) return error_response(400, w.error().message);
+    std::vector<const policy::Policy*> policies;
+    if (s.policies) {
+      policies.reserve(s.policies->size());
+      for (const auto& [_, p] : *s.policies) policies.push_back(p.get());
+    }
+    described =
+        compile::compile_table(std::span<const policy::Policy* const>(policies), *w, s.mesh);
+    table = &described;
+  }
+  eval::PreparedRequest prepared;
+  eval::prepare(*request, table->path_normalization, prepared);
+  const auto d = eval::evaluate(*table, prepared);
+  HttpResponse r;
+  eval::append_decision_json(r.body, *table, d, prepared);
+  r.headers = "X-Tollgate-Revision: " + std::to_string(s.revision) + "\r\n";
+  return r;
+}
+
+HttpResponse Api::workloads(const publish::Snapshot& s) const {
+  if (!s.synced) return not_synced();
+  json list = json::array();
+  for (const auto& [ns, view] : s.namespaces) {
+    for (const auto& e : view->pods) {
+      json w = {{"namespace", ns},
+                {"pod", e.pod->name},
+                {"labels", e.pod->shape->labels},
+                {"serviceAccount", e.pod->shape->service_account}};
+      json ips = json::array();
+      e.pod->for_each_ip([&](std::string_view ip) { ips.push_back(std::string(ip)); });
+      w["ips"] = std::move(ips);
+      w["etag"] = e.table ? json(e.table->etag) : json(nullptr);
+      w["policies"] = e.table ? json(e.table->table.policies) : json::array();
+      list.push_back(std::move(w));
+    }
+  }
+  auto r = json_response(200, dump(json{{"revision", s.revision}, {"workloads", list}}));
+  r.headers = "X-Tollgate-Revision: " + std::to_string(s.revision) + "\r\n";
+  return r;
+}
+
+HttpResponse Api::policy(const publish::Snapshot& s, std::string_view ns,
+                         std::string_view name) const {
+  if (!s.synced) return not_synced();
+  const std::string key = std::string(ns) + "/" + std::string(name);
+  const policy::Policy* p = nullptr;
+  if (s.policies) {
+    if (auto it = s.policies->find(key); it != s.policies->end()) p = it->second.get();
+  }
+  if (p == nullptr) {
+    return error_response(404, "the controller does not know AuthorizationPolicy " + key);
+  }
+  json selected = json::array();
+  std::vector<policy::Workload> workloads;
+  for (const auto& [pns, view] : s.namespaces) {
+    for (const auto& e : view->pods) {
+      policy::Workload w = *e.pod->shape;
+      w.name = e.pod->name;
+      workloads.push_back(std::move(w));
+      if (e.table == nullptr) continue;
+      const auto& ps = e.table->table.policies;
+      if (std::find(ps.begin(), ps.end(), key) != ps.end()) {
+        selected.push_back({{"namespace", pns}, {"pod", e.pod->name}});
+      }
+    }
+  }
+  std::vector<policy::Policy> policies;
+  policies.reserve(s.policies->size());
+  for (const auto& [_, q] : *s.policies) policies.push_back(*q);
+  compile::LintInput in;
+  in.policies = policies;
+  in.workloads = workloads;
+  in.service_accounts = s.service_accounts.get();
+  in.namespaces = s.namespace_names.get();
+  in.mesh = s.mesh;
+  json validation = json::array();
+  for (const auto& f : p->findings) validation.push_back(finding_json(f));
+  json lint = json::array();
+  for (const auto& f : compile::lint(in)) {
+    if (f.object != key) continue;
+    const bool is_validation =
+        std::any_of(p->findings.begin(), p->findings.end(), [&](const policy::Finding& v) {
+          return v.code == f.code && v.path == f.path && v.message == f.message;
+        });
+    if (!is_validation) lint.push_back(finding_json(f));
+  }
+  auto r = json_response(200, dump(json{{"policy", key},
+                                        {"revision", s.revision},
+                                        {"selected", selected},
+                                        {"validation", validation},
+                                        {"lint", lint}}));
+  r.headers = "X-Tollgate-Revision: " + std::to_string(s.revision) + "\r\n";
+  return r;
+}
+
+HttpResponse Api::readyz(const publish::Snapshot& s) const {
+  if (!s.synced) return not_synced();
+  const auto now = std::chrono::system_clock::now();
+  bool all_stale = !s.health.empty();
+  for (const auto& h : s.health) {
+    if (h.healthy || now - h.since < options_.staleness) all_stale = false;
+  }
+  if (all_stale) {
+    return error_response(503, "every source has been failing for longer than " +
+                                   std::to_string(options_.staleness.count()) +
+                                   "s; the data may be stale");
+  }
+  json health = json::array();
+  for (const auto& h : s.health) {
+    health.push_back({{"kind", h.kind}, {"healthy", h.healthy}, {"message", h.message}});
+  }
+  return json_response(200, dump(json{{"ready", true},
+                                      {"revision", s.revision},
+                                      {"syncedAt", rfc3339(s.fresh_as_of(now))},
+                                      {"sources", health}}));
+}
+
+}  // namespace tollgate::server
