@@ -135,7 +135,7 @@ HttpResponse error_response(int status, std::string_view message) {
 std::string rfc3339(std::chrono::system_clock::time_point t) {
   const auto ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  const auto secs = static_cast<std::time_t>(ms / 1000);
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[64];

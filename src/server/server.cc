@@ -568,7 +568,15 @@ Server::Server(ServerOptions options, publish::Publisher& publisher)
       });
 }
 
-Server::~Server() { shutdown(); }
+Server::~Server() {
+  try {
+    shutdown();
+  } catch (const std::exception& e) {  // a destructor must not throw; log and go on
+    util::log_error("server shutdown failed", {{"error", e.what()}});
+  } catch (...) {
+    util::log_error("server shutdown failed");
+  }
+}
 
 void Server::set_source_stats(std::function<std::vector<SourceStats>()> f) {
   std::lock_guard lock(impl_->sources_mu);

@@ -50,8 +50,8 @@ void WaitList::shutdown() {
   {
     std::lock_guard lock(mu_);
     shutdown_ = true;
-    for (auto& [_, waiters] : by_pod_) {
-      for (auto& [__, w] : waiters) woken.push_back(std::move(w));
+    for (auto& entry : by_pod_) {
+      for (auto& waiter : entry.second) woken.push_back(std::move(waiter.second));
     }
     by_pod_.clear();
     parked_ = 0;

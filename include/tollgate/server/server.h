@@ -24,7 +24,7 @@ struct ServerOptions {
   std::chrono::seconds max_wait{300};     // long-poll cap
   // /readyz turns 503 when every source kind has been unhealthy this long.
   std::chrono::seconds staleness{300};
-  std::size_t max_header_bytes = 16 * 1024, max_body_bytes = 1 << 20;
+  std::size_t max_header_bytes = std::size_t{16} * 1024, max_body_bytes = std::size_t{1} << 20;
   std::chrono::seconds header_timeout{10}, idle_timeout{60}, body_timeout{30};
   std::size_t max_connections = 20000;
   // TLS when cert and key are set; the files are re-read when they change (new connections
