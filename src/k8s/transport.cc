@@ -184,7 +184,9 @@ class BeastTransport final : public Transport {
 
   void cancel() override {
     cancelled_ = true;
-    asio::post(ioc_, [this] { close(); });
+    // Only the socket is closed here: a pending operation still refers to the stream objects,
+    // which are destroyed by close() once run() has returned.
+    asio::post(ioc_, [this] { abort_io(); });
   }
 
  private:
@@ -265,6 +267,8 @@ class BeastTransport final : public Transport {
   util::Result<bool> connect(std::chrono::milliseconds timeout) {
     if (cancelled_) return util::make_error("cancelled");
     if (tls_ || plain_) return true;
+    // A dead server must not hold a watcher for a whole watch timeout.
+    timeout = std::min(timeout, std::chrono::milliseconds(15000));
     tcp::resolver resolver(ioc_);
     error_code ec;
     auto endpoints = resolver.resolve(config_.host, config_.port, ec);
@@ -274,6 +278,11 @@ class BeastTransport final : public Transport {
     }
     beast::tcp_stream tcp_stream(ioc_);
     tcp_stream.expires_after(timeout);
+    connecting_ = &tcp_stream;  // cancel() closes it too
+    struct Clear {
+      beast::tcp_stream*& p;
+      ~Clear() { p = nullptr; }
+    } clear{connecting_};
     error_code cec = asio::error::would_block;
     tcp_stream.async_connect(endpoints, [&cec](error_code e, const tcp::endpoint&) { cec = e; });
     ioc_.restart();
@@ -320,6 +329,13 @@ class BeastTransport final : public Transport {
     return true;
   }
 
+  void abort_io() {
+    error_code ignored;
+    if (connecting_ != nullptr) connecting_->socket().close(ignored);
+    if (tls_) beast::get_lowest_layer(*tls_).socket().close(ignored);
+    if (plain_) plain_->socket().close(ignored);
+  }
+
   void close() {
     error_code ignored;
     if (tls_) {
@@ -342,6 +358,7 @@ class BeastTransport final : public Transport {
   std::optional<beast::tcp_stream> plain_;
   std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;
   beast::flat_buffer buffer_;
+  beast::tcp_stream* connecting_ = nullptr;  // during connect(); touched on the I/O thread only
   std::atomic<bool> cancelled_{false};
 };
 

@@ -185,9 +185,11 @@ TEST_CASE("An expired resourceVersion relists, and objects deleted meanwhile are
   REQUIRE(c.converged());
   REQUIRE(c.api.wait_for_watches(kPods, 1, 5));
   REQUIRE(c.api.wait_for_watches(c.policies_path, 1, 5));
-  // Take the watches down, change things while nobody watches, and forget the history.
-  c.api.inject(kPods, Fault::kHttp500, 3);
-  c.api.inject(c.policies_path, Fault::kHttp500, 3);
+  // Take the watches down, change things while nobody watches, and forget the history. Ten
+  // failures with backoff keep the watchers away for over a second, however slow this
+  // thread is scheduled (ASan, a loaded machine).
+  c.api.inject(kPods, Fault::kHttp500, 10);
+  c.api.inject(c.policies_path, Fault::kHttp500, 10);
   c.api.close_watches(kPods);
   c.api.close_watches(c.policies_path);
   c.api.remove(kPods, "default", "web-1");
