@@ -60,6 +60,21 @@ json mk_named(const std::string& ns, const std::string& name) {
   return json{{"metadata", m}};
 }
 
+std::size_t requests_to(const FakeApiServer& api, const std::string& path) {
+  std::size_t n = 0;
+  for (const auto& r : api.requests()) n += r.target.rfind(path, 0) == 0 ? 1 : 0;
+  return n;
+}
+
+// Waits until the fake has seen more than `seen` requests to `path`.
+bool await_request(const FakeApiServer& api, const std::string& path, std::size_t seen) {
+  for (int i = 0; i < 1000; ++i) {
+    if (requests_to(api, path) > seen) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
 struct Cluster {
   FakeApiServer api;
   std::string policies_path;
@@ -190,8 +205,13 @@ TEST_CASE("An expired resourceVersion relists, and objects deleted meanwhile are
   // thread is scheduled (ASan, a loaded machine).
   c.api.inject(kPods, Fault::kHttp500, 10);
   c.api.inject(c.policies_path, Fault::kHttp500, 10);
+  const auto pods_seen = requests_to(c.api, kPods);
+  const auto policies_seen = requests_to(c.api, c.policies_path);
   c.api.close_watches(kPods);
   c.api.close_watches(c.policies_path);
+  // Once each watcher has come back and met its first 500, no watch is open.
+  REQUIRE(await_request(c.api, kPods, pods_seen));
+  REQUIRE(await_request(c.api, c.policies_path, policies_seen));
   c.api.remove(kPods, "default", "web-1");
   c.api.upsert(kPods, mk_pod("default", "web-3", "web"));
   c.api.remove(c.policies_path, "default", "deny-web");
@@ -231,8 +251,12 @@ TEST_CASE("Dropped, garbage, stalled and erroring watches resume and converge") 
     INFO("fault " << static_cast<int>(fault));
     REQUIRE(c.api.wait_for_watches(kPods, 1, 10));
     c.api.set_stall_seconds(3);
+    const auto seen = requests_to(c.api, kPods);
     c.api.inject(kPods, fault);
     c.api.close_watches(kPods);
+    // The next request takes the fault; change the cluster only after it was made, so the
+    // change cannot ride out on the closing watch instead.
+    REQUIRE(await_request(c.api, kPods, seen));
     c.api.upsert(kPods, mk_pod("shop", "p" + std::to_string(n++), "cart"));
     REQUIRE(c.converged());
   }
