@@ -83,14 +83,6 @@ std::string format_finding(const policy::Finding& f) {
   return s + ": " + f.message;
 }
 
-json finding_json(const policy::Finding& f) {
-  return {{"code", f.code},
-          {"severity", policy::severity_name(f.severity)},
-          {"object", f.object},
-          {"path", f.path},
-          {"message", f.message}};
-}
-
 }  // namespace
 
 int run_check(const CheckOptions& o) {
@@ -204,7 +196,7 @@ int run_lint(const LintOptions& o) {
   for (const auto& f : findings) errors += f.severity == policy::Finding::Severity::kError;
   if (o.output == "json") {
     json arr = json::array();
-    for (const auto& f : findings) arr.push_back(finding_json(f));
+    for (const auto& f : findings) arr.push_back(policy::finding_json(f));
     std::cout << json{{"findings", arr}, {"errors", errors}}.dump(2, ' ', false,
                                                                   json::error_handler_t::replace)
               << "\n";

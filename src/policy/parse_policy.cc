@@ -509,4 +509,12 @@ std::string policy_fingerprint(const nlohmann::json& object) {
   return f;
 }
 
+nlohmann::json finding_json(const Finding& f) {
+  return {{"code", f.code},
+          {"severity", severity_name(f.severity)},
+          {"object", f.object},
+          {"path", f.path},
+          {"message", f.message}};
+}
+
 }  // namespace tollgate::policy

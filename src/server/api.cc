@@ -103,14 +103,6 @@ bool too_deep(std::string_view body) {
   return false;
 }
 
-json finding_json(const policy::Finding& f) {
-  return {{"code", f.code},
-          {"severity", policy::severity_name(f.severity)},
-          {"object", f.object},
-          {"path", f.path},
-          {"message", f.message}};
-}
-
 std::string pod_key(const publish::PodEntry& e) {
   return e.pod->shape->namespace_ + "/" + e.pod->name;
 }
@@ -460,7 +452,7 @@ HttpResponse Api::policy(const publish::Snapshot& s, std::string_view ns,
   in.namespaces = s.namespace_names.get();
   in.mesh = s.mesh;
   json validation = json::array();
-  for (const auto& f : p->findings) validation.push_back(finding_json(f));
+  for (const auto& f : p->findings) validation.push_back(policy::finding_json(f));
   json lint = json::array();
   for (const auto& f : compile::lint(in)) {
     if (f.object != key) continue;
@@ -468,7 +460,7 @@ HttpResponse Api::policy(const publish::Snapshot& s, std::string_view ns,
         std::any_of(p->findings.begin(), p->findings.end(), [&](const policy::Finding& v) {
           return v.code == f.code && v.path == f.path && v.message == f.message;
         });
-    if (!is_validation) lint.push_back(finding_json(f));
+    if (!is_validation) lint.push_back(policy::finding_json(f));
   }
   auto r = json_response(200, dump(json{{"policy", key},
                                         {"revision", s.revision},

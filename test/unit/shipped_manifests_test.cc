@@ -15,7 +15,8 @@ std::vector<policy::Document> docs_of(const std::string& rel) {
   return *d;
 }
 
-const nlohmann::json* find_kind(const std::vector<policy::Document>& docs, const std::string& kind) {
+const nlohmann::json* find_kind(const std::vector<policy::Document>& docs,
+                                const std::string& kind) {
   for (const auto& d : docs) {
     if (d.object.value("kind", "") == kind) return &d.object;
   }

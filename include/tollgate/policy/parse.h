@@ -37,6 +37,10 @@ Policy parse_policy(const nlohmann::json& object);
 // the same fingerprint decide alike (labels and other metadata do not count).
 std::string policy_fingerprint(const nlohmann::json& object);
 
+// A finding as JSON: {"code", "severity", "object", "path", "message"} (lint output, the
+// decision service's /v1/policies).
+nlohmann::json finding_json(const Finding& f);
+
 // Mesh settings from a JSON object (API.md `mesh`); unknown keys are errors.
 util::Result<MeshConfig> parse_mesh(const nlohmann::json& object);
 
