@@ -59,6 +59,16 @@ Parser& thread_parser() {
   return p;
 }
 
+// Runs a decoder; simdjson's implicit conversions throw, and that becomes an error code too.
+template <typename F>
+simdjson::error_code guarded(F&& run) {
+  try {
+    return run();
+  } catch (const simdjson::simdjson_error& e) {
+    return e.error();
+  }
+}
+
 std::string who(const std::string& ns, const std::string& name) {
   if (name.empty()) return "object";
   return ns.empty() ? name : ns + "/" + name;
@@ -207,12 +217,7 @@ util::Result<PodObject> decode_pod(std::string_view json) {
     }
     return simdjson::SUCCESS;
   };
-  simdjson::error_code err = simdjson::SUCCESS;
-  try {
-    err = run();
-  } catch (const simdjson::simdjson_error& e) {
-    err = e.error();
-  }
+  const simdjson::error_code err = guarded(run);
   if (err) {
     return util::make_error("Pod " + who(pod.namespace_, pod.name) +
                             ": cannot decode: " + simdjson::error_message(err));
@@ -244,12 +249,7 @@ util::Result<NamedObject> decode_named(std::string_view json, bool namespaced) {
     }
     return simdjson::SUCCESS;
   };
-  simdjson::error_code err = simdjson::SUCCESS;
-  try {
-    err = run();
-  } catch (const simdjson::simdjson_error& e) {
-    err = e.error();
-  }
+  const simdjson::error_code err = guarded(run);
   if (err) {
     return util::make_error("object " + who(n.namespace_, n.name) +
                             ": cannot decode: " + simdjson::error_message(err));

@@ -39,6 +39,16 @@ simdjson::padded_string_view pad(std::string& buf, std::string_view text) {
   return simdjson::padded_string_view(buf.data(), text.size(), buf.size());
 }
 
+// Runs a parse; simdjson's implicit conversions throw, and that becomes an error code too.
+template <typename F>
+simdjson::error_code guarded(F&& run) {
+  try {
+    return run();
+  } catch (const simdjson::simdjson_error& e) {
+    return e.error();
+  }
+}
+
 // The message of a Kubernetes Status body, or the start of the body.
 std::string status_message(const std::string& body) {
   od::parser parser;
@@ -279,12 +289,7 @@ Watcher::Outcome Watcher::list() {
       }
       return simdjson::SUCCESS;
     };
-    simdjson::error_code err = simdjson::SUCCESS;
-    try {
-      err = parse();
-    } catch (const simdjson::simdjson_error& e) {
-      err = e.error();
-    }
+    const simdjson::error_code err = guarded(parse);
     if (err) {
       stats_.errors++;
       util::log_warn("list response is not a valid list",
@@ -334,19 +339,15 @@ Watcher::Outcome Watcher::watch() {
       }
       return type.empty() || object.empty() ? simdjson::NO_SUCH_FIELD : simdjson::SUCCESS;
     };
-    simdjson::error_code err = simdjson::SUCCESS;
     ObjectFacts facts;
-    try {
-      err = parse();
-      if (!err) {
-        // Padding after `object`: the rest of the padded buffer.
-        const std::size_t capacity =
-            padded.size() - static_cast<std::size_t>(object.data() - padded.data());
-        err = object_facts(object_parser, object, capacity, facts);
-      }
-    } catch (const simdjson::simdjson_error& e) {
-      err = e.error();
-    }
+    const simdjson::error_code err = guarded([&] {
+      auto e = parse();
+      if (e) return e;
+      // Padding after `object`: the rest of the padded buffer.
+      const std::size_t capacity =
+          padded.size() - static_cast<std::size_t>(object.data() - padded.data());
+      return object_facts(object_parser, object, capacity, facts);
+    });
     if (err) {
       stats_.bad_lines++;
       util::log_warn("malformed watch event skipped", {{"kind", options_.kind},
