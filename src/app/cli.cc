@@ -62,6 +62,9 @@ int run_cli(int argc, char** argv) {
                  "/readyz fails once every source has been failing this many seconds")
       ->capture_default_str()
       ->check(CLI::Range(1, 86400 * 7));
+  rn->add_option("--http-threads", run.http_threads, "HTTP worker threads (0: one per core)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 256));
 
   try {
     app.parse(argc, argv);

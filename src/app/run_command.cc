@@ -97,6 +97,7 @@ int run_run(const RunOptions& o) {
     so.listen = o.listen;
     so.max_wait = std::chrono::seconds(o.max_wait_seconds);
     so.staleness = std::chrono::seconds(o.staleness_seconds);
+    so.threads = o.http_threads;
     so.tls_cert_file = o.tls_cert;
     so.tls_key_file = o.tls_key;
     so.tls_client_ca_file = o.tls_client_ca;

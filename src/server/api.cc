@@ -1,5 +1,7 @@
 #include "tollgate/server/api.h"
 
+#include <array>
+
 #include <charconv>
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -128,13 +130,25 @@ std::string rfc3339(std::chrono::system_clock::time_point t) {
   const auto ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
   const auto secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(ms % 1000));
-  return buf;
+  // Every table answer carries a time: the formatted second is kept per thread.
+  thread_local std::time_t cached_secs = -1;
+  thread_local std::array<char, 32> cached{};  // "YYYY-MM-DDTHH:MM:SS."
+  thread_local int cached_len = 0;
+  if (secs != cached_secs) {
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    cached_len = std::snprintf(cached.data(), cached.size(), "%04d-%02d-%02dT%02d:%02d:%02d.",
+                               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                               tm.tm_sec);
+    cached_secs = secs;
+  }
+  const int milli = static_cast<int>(ms % 1000);
+  std::string out(cached.data(), static_cast<std::size_t>(cached_len));
+  out += static_cast<char>('0' + milli / 100);
+  out += static_cast<char>('0' + milli / 10 % 10);
+  out += static_cast<char>('0' + milli % 10);
+  out += 'Z';
+  return out;
 }
 
 bool etag_matches(std::string_view if_none_match, std::string_view etag) {
@@ -309,10 +323,15 @@ Api::TableAnswer Api::table(const std::shared_ptr<const publish::Snapshot>& snap
     return a;
   }
   const auto now = std::chrono::system_clock::now();
-  std::string headers = "ETag: " + e->table->etag +
-                        "\r\nX-Tollgate-Revision: " + std::to_string(s.revision) +
-                        "\r\nX-Tollgate-Synced-At: " + rfc3339(s.fresh_as_of(now)) +
-                        "\r\nCache-Control: no-cache\r\n";
+  std::string headers;
+  headers.reserve(160);
+  headers += "ETag: ";
+  headers += e->table->etag;
+  headers += "\r\nX-Tollgate-Revision: ";
+  headers += std::to_string(s.revision);
+  headers += "\r\nX-Tollgate-Synced-At: ";
+  headers += rfc3339(s.fresh_as_of(now));
+  headers += "\r\nCache-Control: no-cache\r\n";
   if (!q.ip.empty()) headers += "X-Tollgate-Pod: " + pod_key(*e) + "\r\n";
   if (etag_matches(q.if_none_match, e->table->etag)) {
     if (may_park && q.wait.count() > 0) {

@@ -1,4 +1,6 @@
-// The module's only Boost.Beast translation unit: listener, sessions (plain and TLS), parking.
+// The module's only Boost.Beast translation unit: listener, workers, sessions (plain and TLS),
+// parking. One control thread accepts; each worker thread runs its own io_context and owns its
+// connections for their whole life, so a session's handlers never run concurrently.
 #include <utility>  // before any Boost header (GCC 12 + C++20)
 
 #include "tollgate/server/server.h"
@@ -10,11 +12,9 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <cerrno>
 #include <condition_variable>
 #include <fstream>
@@ -106,9 +106,119 @@ bool is_http_error(const boost::system::error_code& ec) {
   return &ec.category() == &http::make_error_code(http::error::bad_target).category();
 }
 
+using Executor = asio::io_context::executor_type;
+using Socket = asio::basic_stream_socket<tcp, Executor>;
+using Timer = asio::basic_waitable_timer<Clock, asio::wait_traits<Clock>, Executor>;
+
 class SessionBase : public Waiter {
  public:
-  virtual void stop() = 0;
+  virtual void stop() = 0;     // any thread
+  virtual void on_wake() = 0;  // on the session's worker
+  virtual void abort() = 0;    // on the session's worker: close now
+};
+
+// One thread and its own io_context. A connection stays on one worker for its whole life, so
+// its handlers never run concurrently and need no strand; other threads reach a session only
+// by posting to its worker.
+struct Worker {
+  asio::io_context ioc{1};
+  std::optional<asio::executor_work_guard<Executor>> work{ioc.get_executor()};
+  std::thread thread;
+  std::string scratch;  // answers' heads are built here (only on this worker's thread)
+  std::mutex mu;
+  std::vector<std::shared_ptr<SessionBase>> woken;  // guarded by mu
+
+  // A publish wakes many sessions at once: they are queued and answered by one handler.
+  void wake(std::shared_ptr<SessionBase> s) {
+    bool first = false;
+    {
+      std::lock_guard lock(mu);
+      first = woken.empty();
+      woken.push_back(std::move(s));
+    }
+    if (first) asio::post(ioc, [this] { drain(); });
+  }
+
+  void drain() {
+    std::vector<std::shared_ptr<SessionBase>> batch;
+    {
+      std::lock_guard lock(mu);
+      batch.swap(woken);
+    }
+    for (const auto& s : batch) {
+      try {
+        s->on_wake();
+      } catch (const std::exception& e) {
+        util::log_error("answering a woken long-poll failed", {{"error", e.what()}});
+        s->abort();
+      }
+    }
+  }
+};
+
+// What a session keeps of a request: the few fields the API reads. Reused across requests.
+struct RequestData {
+  std::string method, target, if_none_match, prefer, expect, body;
+  int version = 11;
+  void clear() {
+    method.clear();
+    target.clear();
+    if_none_match.clear();
+    prefer.clear();
+    expect.clear();
+    body.clear();
+    version = 11;
+  }
+};
+
+// Beast's HTTP/1.1 request parser, keeping only what RequestData holds (no allocation per
+// header field). Limits, chunked bodies and keep-alive are Beast's.
+class RequestParser final : public http::basic_parser<true> {
+ public:
+  explicit RequestParser(RequestData& d) : d_(d) {}
+
+ private:
+  void on_request_impl(http::verb, beast::string_view method, beast::string_view target,
+                       int version, boost::system::error_code&) override {
+    d_.method.assign(method.data(), method.size());
+    d_.target.assign(target.data(), target.size());
+    d_.version = version;
+  }
+  void on_response_impl(int, beast::string_view, int, boost::system::error_code& ec) override {
+    ec = http::error::bad_version;  // not reached: this is a request parser
+  }
+  void on_field_impl(http::field f, beast::string_view name, beast::string_view value,
+                     boost::system::error_code&) override {
+    std::string* into = nullptr;
+    if (f == http::field::if_none_match) {
+      into = &d_.if_none_match;
+    } else if (f == http::field::expect) {
+      into = &d_.expect;
+    } else if (f == http::field::prefer || beast::iequals(name, "prefer")) {
+      into = &d_.prefer;
+    }
+    if (into != nullptr && into->empty()) into->assign(value.data(), value.size());
+  }
+  void on_header_impl(boost::system::error_code&) override {}
+  void on_body_init_impl(const boost::optional<std::uint64_t>& length,
+                         boost::system::error_code&) override {
+    // Beast has checked the length against the body limit; the cap is only a second guard.
+    if (length) d_.body.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(*length, 65536)));
+  }
+  std::size_t on_body_impl(beast::string_view body, boost::system::error_code&) override {
+    d_.body.append(body.data(), body.size());
+    return body.size();
+  }
+  void on_chunk_header_impl(std::uint64_t, beast::string_view,
+                            boost::system::error_code&) override {}
+  std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view body,
+                                 boost::system::error_code&) override {
+    d_.body.append(body.data(), body.size());
+    return body.size();
+  }
+  void on_finish_impl(boost::system::error_code&) override {}
+
+  RequestData& d_;
 };
 
 }  // namespace
@@ -126,9 +236,9 @@ struct ServerImpl {
   }
 
   void accept();
-  void on_accept(boost::system::error_code ec, tcp::socket socket);
+  void on_accept(boost::system::error_code ec, Worker& worker, Socket socket);
   void check_tls();
-  void refuse(tcp::socket& socket);
+  void refuse(Socket& socket);
   std::shared_ptr<ssl::context> tls_context() {
     std::lock_guard lock(tls_mu);
     return tls;
@@ -155,7 +265,7 @@ struct ServerImpl {
   std::atomic<bool> stopping{false};
   bool started = false, stopped = false;
 
-  // Declared before the io_context: sessions destroyed with it still reach these.
+  // Declared before the io_contexts: sessions destroyed with them still reach these.
   std::mutex conn_mu;
   std::condition_variable conn_cv;
   std::unordered_map<SessionBase*, std::weak_ptr<SessionBase>> sessions;
@@ -164,124 +274,233 @@ struct ServerImpl {
   std::shared_ptr<ssl::context> tls;
   std::string tls_files;  // the files' contents last loaded (or tried)
 
-  asio::io_context ioc;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
-  asio::strand<asio::io_context::executor_type> control{asio::make_strand(ioc)};
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::size_t next_worker = 0;  // on the control thread
+  // The control thread: the acceptor and the TLS file check.
+  asio::io_context control{1};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> control_work;
+  std::thread control_thread;
   tcp::acceptor acceptor{control};
   asio::steady_timer tls_timer{control};
   asio::steady_timer accept_retry{control};
-  std::vector<std::thread> threads;
 };
 
 namespace {
 
 template <bool kTls>
-class Session : public SessionBase, public std::enable_shared_from_this<Session<kTls>> {
+class Session final : public SessionBase, public std::enable_shared_from_this<Session<kTls>> {
  public:
-  using Stream = std::conditional_t<kTls, beast::ssl_stream<beast::tcp_stream>, beast::tcp_stream>;
+  using Stream = std::conditional_t<kTls, ssl::stream<Socket>, Socket>;
 
-  Session(ServerImpl& server, tcp::socket&& socket, std::shared_ptr<ssl::context> ctx)
+  Session(ServerImpl& server, Worker& worker, Socket&& socket, std::shared_ptr<ssl::context> ctx)
       : server_(server),
-        executor_(socket.get_executor()),
+        worker_(worker),
         ctx_(std::move(ctx)),
         stream_(make_stream(std::move(socket), ctx_.get())),
-        timer_(executor_) {}
+        timer_(worker.ioc.get_executor()) {}
   ~Session() override { server_.remove_session(this); }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
 
-  void start() {
+  void start() {  // on the worker
     if constexpr (kTls) {
-      tcp_layer().expires_after(server_.options.header_timeout);
+      state_ = State::kHandshake;
+      set_deadline(Clock::now() + server_.options.header_timeout);
       stream_.async_handshake(ssl::stream_base::server,
                               [self = this->shared_from_this()](boost::system::error_code ec) {
+                                if (self->state_ == State::kClosed) return;
                                 if (ec) return self->close();
                                 self->wait_idle();
                               });
     } else {
+      boost::system::error_code ignored;
+      stream_.non_blocking(true, ignored);  // respond() writes directly
       wait_idle();
     }
   }
 
-  void wake() override {
-    asio::post(executor_, [self = this->shared_from_this()] { self->on_wake(); });
-  }
+  void wake() override { worker_.wake(this->shared_from_this()); }
 
   void stop() override {
-    asio::post(executor_, [self = this->shared_from_this()] {
+    asio::post(worker_.ioc, [self = this->shared_from_this()] {
       self->close_after_ = true;
-      if (self->state_ == State::kIdle) self->tcp_layer().socket().cancel();
+      if (self->state_ == State::kIdle) self->close();
     });
   }
 
- private:
-  enum class State : std::uint8_t { kIdle, kReading, kBusy, kParked, kClosed };
+  void on_wake() override {
+    if (!parked_ || state_ == State::kClosed) return;
+    parked_ = false;
+    serve_table();
+  }
 
-  static Stream make_stream(tcp::socket&& socket, ssl::context* ctx) {
+  void abort() override { close(); }
+
+ private:
+  // kBusy never outlives a handler; the others wait for I/O or the deadline.
+  enum class State : std::uint8_t {
+    kHandshake,
+    kIdle,
+    kReading,
+    kBusy,
+    kParked,
+    kWriting,
+    kClosing,
+    kClosed
+  };
+  static constexpr std::size_t kReadChunk = 4096;
+
+  static Stream make_stream(Socket&& socket, ssl::context* ctx) {
     if constexpr (kTls) {
-      return Stream(beast::tcp_stream(std::move(socket)), *ctx);
+      return Stream(std::move(socket), *ctx);
     } else {
       (void)ctx;
       return Stream(std::move(socket));
     }
   }
 
-  beast::tcp_stream& tcp_layer() { return beast::get_lowest_layer(stream_); }
+  Socket& socket() {
+    if constexpr (kTls) {
+      return stream_.next_layer();
+    } else {
+      return stream_;
+    }
+  }
 
-  // Waits for the first bytes of the next request (idle timeout), then reads its header.
+  // One timer per session, re-armed only when the deadline moves earlier: a later deadline
+  // is picked up when the timer fires, so most requests never touch it. It is armed at most
+  // an idle timeout ahead, so that the idle deadline after a long-poll's answer is not earlier.
+  void set_deadline(Clock::time_point d) {
+    deadline_ = d;
+    if (timer_armed_ && armed_for_ <= d) return;
+    timer_armed_ = true;
+    armed_for_ = std::min(d, Clock::now() + server_.options.idle_timeout);
+    const auto generation = ++timer_generation_;
+    timer_.expires_at(armed_for_);
+    timer_.async_wait([self = this->shared_from_this(), generation](boost::system::error_code) {
+      self->on_timer(generation);
+    });
+  }
+
+  void on_timer(std::uint64_t generation) {
+    if (generation != timer_generation_ || state_ == State::kClosed) return;
+    timer_armed_ = false;
+    if (Clock::now() < deadline_) return set_deadline(deadline_);
+    switch (state_) {
+      case State::kParked:
+        // The wait ended. If unpark fails, a wake-up is already on its way and answers.
+        if (parked_ && server_.shared->waiters.unpark(park_key_, this)) {
+          parked_ = false;
+          serve_table();
+        }
+        return;
+      case State::kBusy:
+      case State::kClosed:
+        return;
+      default:  // idle too long, a slow header, body, write or handshake
+        close();
+    }
+  }
+
+  // Between requests: the idle timeout runs until the next request's first bytes.
   void wait_idle() {
     if (close_after_ || server_.stopping) return close();
-    if (buffer_.size() > 0) return read_header();
     state_ = State::kIdle;
-    tcp_layer().expires_after(server_.options.idle_timeout);
+    set_deadline(Clock::now() + server_.options.idle_timeout);
+    if (buffer_.size() > 0) {  // pipelined: parse from a fresh handler, not from inside respond()
+      state_ = State::kBusy;   // nothing reads meanwhile: parse() consumes the buffer
+      asio::post(worker_.ioc, [self = this->shared_from_this()] {
+        if (self->state_ == State::kClosed) return;
+        self->state_ = State::kIdle;
+        self->parse();
+      });
+      return;
+    }
+    if (read_pending_) return;
+    if constexpr (kTls) {
+      // The TLS stream may already hold the next request's bytes, which the socket's
+      // readiness would not show: read through the stream (the aborted wait does nothing).
+      if (wait_pending_) {
+        boost::system::error_code ignored;
+        socket().cancel(ignored);
+      }
+      read_more();
+    } else if (!wait_pending_) {
+      read_more();  // else the wait left from parking notices the next request
+    }
+  }
+
+  void read_more() {
+    if (read_pending_) return;
+    read_pending_ = true;
     stream_.async_read_some(
-        buffer_.prepare(1024),
+        buffer_.prepare(kReadChunk),
         [self = this->shared_from_this()](boost::system::error_code ec, std::size_t n) {
-          if (ec) return self->close();
+          self->read_pending_ = false;
+          if (self->state_ == State::kClosed) return;
+          if (ec) return self->on_read_error(ec);
           self->buffer_.commit(n);
-          self->read_header();
+          self->parse();
         });
   }
 
-  void read_header() {
-    state_ = State::kReading;
-    parser_ = std::make_unique<http::request_parser<http::string_body>>();
-    parser_->header_limit(static_cast<std::uint32_t>(server_.options.max_header_bytes));
-    parser_->body_limit(server_.options.max_body_bytes);
-    tcp_layer().expires_after(server_.options.header_timeout);
-    http::async_read_header(
-        stream_, buffer_, *parser_,
-        [self = this->shared_from_this()](boost::system::error_code ec, std::size_t) {
-          self->on_header(ec);
-        });
+  // Feeds the buffered bytes to the parser; reads more until the request is complete. The
+  // header (and then the body) deadline is set only when a request needs another read.
+  void parse() {
+    if (state_ != State::kReading) {  // the first bytes of a request
+      state_ = State::kReading;
+      request_started_ = Clock::now();
+      request_.clear();
+      parser_.emplace(request_);
+      parser_->header_limit(static_cast<std::uint32_t>(server_.options.max_header_bytes));
+      parser_->body_limit(std::uint64_t{server_.options.max_body_bytes});
+      header_done_ = false;
+    }
+    while (!parser_->is_done()) {
+      if (buffer_.size() == 0) return read_rest();
+      boost::system::error_code ec;
+      const std::size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec == http::error::need_more) return read_rest();
+      if (ec) return on_read_error(ec);
+      if (!header_done_ && parser_->is_header_done()) {
+        header_done_ = true;
+        if (!on_header()) return;
+      }
+    }
+    process();
   }
 
-  void on_header(boost::system::error_code ec) {
-    if (ec) return on_read_error(ec);
+  // A request that is not complete yet: the header must arrive within the header timeout of
+  // the request's first bytes, then the body within the body timeout of the header.
+  void read_rest() {
+    set_deadline(header_done_ ? body_started_ + server_.options.body_timeout
+                              : request_started_ + server_.options.header_timeout);
+    read_more();
+  }
+
+  // False: the session goes on elsewhere (an error answer, or 100 Continue being written).
+  bool on_header() {
     const auto length = parser_->content_length();
     if (length && *length > server_.options.max_body_bytes) {
-      return fail(413, "request body larger than " +
-                           std::to_string(server_.options.max_body_bytes) + " bytes");
+      fail(413,
+           "request body larger than " + std::to_string(server_.options.max_body_bytes) + " bytes");
+      return false;
     }
-    if (parser_->is_done()) return process();
-    tcp_layer().expires_after(server_.options.body_timeout);
-    if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+    if (parser_->is_done()) return true;
+    body_started_ = Clock::now();
+    if (beast::iequals(request_.expect, "100-continue")) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       asio::async_write(
           stream_, asio::buffer(kContinue.data(), kContinue.size()),
-          [self = this->shared_from_this()](boost::system::error_code ec2, std::size_t) {
-            if (ec2) return self->close();
-            self->read_body();
+          [self = this->shared_from_this()](boost::system::error_code ec, std::size_t) {
+            if (self->state_ == State::kClosed) return;
+            if (ec) return self->close();
+            self->parse();
           });
-      return;
+      return false;
     }
-    read_body();
-  }
-
-  void read_body() {
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = this->shared_from_this()](boost::system::error_code ec, std::size_t) {
-                       if (ec) return self->on_read_error(ec);
-                       self->process();
-                     });
+    return true;
   }
 
   void on_read_error(boost::system::error_code ec) {
@@ -297,45 +516,39 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         ec != http::error::partial_message) {
       return fail(400, "malformed HTTP request: " + ec.message());
     }
-    close();  // the peer went away, a timeout (slow client), or shutdown
+    close();  // the peer went away, or shutdown
   }
 
   // Answers an error and closes the connection.
   void fail(int status, const std::string& message) {
     close_after_ = true;
     endpoint_ = Endpoint::kOther;
+    parser_.reset();
     respond(error_response(status, message));
   }
 
   void process() {
     state_ = State::kBusy;
-    auto& req = parser_->get();
-    keep_alive_ = req.keep_alive();
-    http10_ = req.version() == 10;
+    keep_alive_ = parser_->keep_alive();
+    http10_ = request_.version == 10;
+    parser_.reset();
     Routed routed;
     try {
       HttpRequest r;
-      r.method = std::string_view(req.method_string().data(), req.method_string().size());
-      r.target = std::string_view(req.target().data(), req.target().size());
-      auto field = [&](http::field f) {
-        auto it = req.find(f);
-        return it == req.end() ? std::string_view()
-                               : std::string_view(it->value().data(), it->value().size());
-      };
-      r.if_none_match = field(http::field::if_none_match);
-      auto prefer = req.find("Prefer");
-      if (prefer != req.end()) r.prefer = {prefer->value().data(), prefer->value().size()};
-      r.body = req.body();
+      r.method = request_.method;
+      r.target = request_.target;
+      r.if_none_match = request_.if_none_match;
+      r.prefer = request_.prefer;
+      r.body = request_.body;
       routed = server_.api.route(r, server_.connections.load(), server_.sources_fn);
     } catch (const std::exception& e) {
       util::log_error("request failed", {{"error", e.what()}});
       routed.response = error_response(500, "internal error");
     }
-    parser_.reset();
     endpoint_ = routed.endpoint;
     if (routed.table) {
       query_ = std::move(*routed.table);
-      deadline_ = Clock::now() + query_.wait;
+      wait_until_ = Clock::now() + query_.wait;
       return serve_table();
     }
     respond(std::move(routed.response));
@@ -344,7 +557,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void serve_table() {
     state_ = State::kBusy;
     for (int attempt = 0; attempt < 4; ++attempt) {
-      const bool may_park = attempt < 3 && !server_.stopping && Clock::now() < deadline_;
+      const bool may_park = attempt < 3 && !server_.stopping && Clock::now() < wait_until_;
       auto answer = server_.api.table(server_.shared->waiters.snapshot(), query_, may_park);
       if (answer.park_key.empty()) return respond(std::move(answer.response));
       park_key_ = std::move(answer.park_key);
@@ -359,82 +572,87 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     state_ = State::kParked;
     parked_ = true;
     if (buffer_.size() == 0) buffer_.shrink_to_fit();
-    timer_.expires_at(deadline_);
-    timer_.async_wait([self = this->shared_from_this()](boost::system::error_code ec) {
-      if (!ec) self->on_park_timeout();
-    });
-    // Notices a client that goes away while parked.
-    tcp_layer().socket().async_wait(
-        tcp::socket::wait_read, [self = this->shared_from_this()](boost::system::error_code ec) {
-          if (!ec) self->on_parked_readable();
-        });
+    set_deadline(wait_until_);
+    if (!wait_pending_) await_readable();
   }
 
-  void unparked() {
-    parked_ = false;
-    timer_.cancel();
-    boost::system::error_code ignored;
-    tcp_layer().socket().cancel(ignored);
+  // Notices a parked client going away without reading; after the answer, the same wait
+  // notices the next request.
+  void await_readable() {
+    wait_pending_ = true;
+    socket().async_wait(Socket::wait_read,
+                        [self = this->shared_from_this()](boost::system::error_code ec) {
+                          self->wait_pending_ = false;
+                          self->on_readable(ec);
+                        });
   }
 
-  void on_wake() {
-    if (!parked_) return;
-    unparked();
-    serve_table();
-  }
-
-  void on_park_timeout() {
-    if (!parked_) return;
-    // If unpark fails, a wake-up is already on its way and answers.
-    if (server_.shared->waiters.unpark(park_key_, this)) {
-      unparked();
-      serve_table();
+  void on_readable(boost::system::error_code ec) {
+    if (state_ == State::kClosed || ec == asio::error::operation_aborted) return;
+    if (parked_) {
+      char c = 0;
+      const auto n = ec ? 0 : ::recv(socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return;  // a pipelined request: read after the answer
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return await_readable();
+      if (server_.shared->waiters.unpark(park_key_, this)) {  // the client left
+        parked_ = false;
+        close();
+      }
+      return;
     }
-  }
-
-  void on_parked_readable() {
-    if (!parked_) return;
-    char c = 0;
-    const auto n = ::recv(tcp_layer().socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) return;  // data: later
-    if (server_.shared->waiters.unpark(park_key_, this)) {
-      unparked();
-      close();
-    }
+    if (ec) return close();
+    if (state_ == State::kIdle) read_more();  // the next request, or the end of the stream
+    // Otherwise an answer is being written; wait_idle() reads after it.
   }
 
   void respond(HttpResponse r) {
-    state_ = State::kBusy;
+    state_ = State::kWriting;
     server_.shared->metrics.count_request(endpoint_, r.status);
-    response_ = std::move(r);
     const bool close = close_after_ || !keep_alive_ || server_.stopping;
     close_after_ = close;
-    head_.clear();
-    head_ += "HTTP/1.1 ";
-    head_ += std::to_string(response_.status);
-    head_ += ' ';
-    const auto reason = http::obsolete_reason(http::int_to_status(response_.status));
-    head_.append(reason.data(), reason.size());
-    head_ += "\r\n";
-    const bool body = response_.status != 304;
-    if (body) {
-      head_ += "Content-Type: ";
-      head_ += response_.content_type;
-      head_ += "\r\nContent-Length: ";
-      head_ += std::to_string(response_.body_bytes().size());
-      head_ += "\r\n";
+    const bool has_body = r.status != 304;
+    const auto body = has_body ? r.body_bytes() : std::string_view();
+    // Plain connections build the head in the worker's scratch string and write at once; the
+    // session keeps bytes only if the socket does not take them all.
+    std::string& head = kTls ? out_ : worker_.scratch;
+    head.clear();
+    head += "HTTP/1.1 ";
+    head += std::to_string(r.status);
+    head += ' ';
+    const auto reason = http::obsolete_reason(http::int_to_status(r.status));
+    head.append(reason.data(), reason.size());
+    head += "\r\n";
+    if (has_body) {
+      head += "Content-Type: ";
+      head += r.content_type;
+      head += "\r\nContent-Length: ";
+      head += std::to_string(body.size());
+      head += "\r\n";
     }
-    head_ += response_.headers;
+    head += r.headers;
     if (close) {
-      head_ += "Connection: close\r\n";
+      head += "Connection: close\r\n";
     } else if (http10_) {
-      head_ += "Connection: keep-alive\r\n";
+      head += "Connection: keep-alive\r\n";
     }
-    head_ += "\r\n";
-    const auto b = response_.body_bytes();
-    std::array<asio::const_buffer, 2> buffers{asio::buffer(head_),
-                                              asio::buffer(b.data(), body ? b.size() : 0)};
-    tcp_layer().expires_after(server_.options.idle_timeout);
+    head += "\r\n";
+    std::size_t body_from = 0;
+    if constexpr (!kTls) {
+      boost::system::error_code ec;
+      const std::array<asio::const_buffer, 2> all{asio::buffer(head),
+                                                  asio::buffer(body.data(), body.size())};
+      const std::size_t n = socket().write_some(all, ec);  // the socket is non-blocking
+      if (ec && ec != asio::error::would_block) return on_write(ec);
+      if (n == head.size() + body.size()) return on_write({});
+      const std::size_t head_left = n < head.size() ? head.size() - n : 0;
+      out_.assign(head, head.size() - head_left, head_left);
+      body_from = n > head.size() ? n - head.size() : 0;
+    }
+    response_ = std::move(r);  // keeps the body alive until written
+    const auto rest = has_body ? response_.body_bytes().substr(body_from) : std::string_view();
+    std::array<asio::const_buffer, 2> buffers{asio::buffer(out_),
+                                              asio::buffer(rest.data(), rest.size())};
+    set_deadline(Clock::now() + server_.options.idle_timeout);
     asio::async_write(stream_, buffers,
                       [self = this->shared_from_this()](boost::system::error_code ec, std::size_t) {
                         self->on_write(ec);
@@ -443,6 +661,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void on_write(boost::system::error_code ec) {
     response_ = HttpResponse{};
+    out_.clear();
+    if (state_ == State::kClosed) return;
     if (ec) return close();
     if (close_after_) return graceful_close();
     wait_idle();
@@ -450,12 +670,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void graceful_close() {
     if constexpr (kTls) {
-      tcp_layer().expires_after(std::chrono::seconds(2));
+      state_ = State::kClosing;
+      set_deadline(Clock::now() + std::chrono::seconds(2));
       stream_.async_shutdown(
           [self = this->shared_from_this()](boost::system::error_code) { self->close(); });
     } else {
       boost::system::error_code ignored;
-      tcp_layer().socket().shutdown(tcp::socket::shutdown_send, ignored);
+      socket().shutdown(Socket::shutdown_send, ignored);
       close();
     }
   }
@@ -463,38 +684,43 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void close() {
     if (state_ == State::kClosed) return;
     state_ = State::kClosed;
+    if (parked_ && server_.shared->waiters.unpark(park_key_, this)) parked_ = false;
     timer_.cancel();
     boost::system::error_code ignored;
-    tcp_layer().socket().close(ignored);
+    socket().close(ignored);
   }
 
   ServerImpl& server_;
-  asio::any_io_executor executor_;
+  Worker& worker_;
   std::shared_ptr<ssl::context> ctx_;  // outlives the stream that refers to it
   Stream stream_;
-  asio::steady_timer timer_;
+  Timer timer_;
+  Clock::time_point deadline_, armed_for_;
+  std::uint64_t timer_generation_ = 0;
   beast::flat_buffer buffer_;
-  std::unique_ptr<http::request_parser<http::string_body>> parser_;
+  RequestData request_;
+  std::optional<RequestParser> parser_;
   State state_ = State::kIdle;
   Endpoint endpoint_ = Endpoint::kOther;
   bool keep_alive_ = true, http10_ = false, close_after_ = false, parked_ = false;
+  bool header_done_ = false, timer_armed_ = false, read_pending_ = false, wait_pending_ = false;
   TableQuery query_;
-  Clock::time_point deadline_;
+  Clock::time_point wait_until_, request_started_, body_started_;
   std::string park_key_;
-  std::string head_;
-  HttpResponse response_;
+  std::string out_;        // bytes of an answer still to be written
+  HttpResponse response_;  // the answer being written asynchronously
 };
 
 }  // namespace
 
 void ServerImpl::accept() {
-  acceptor.async_accept(asio::make_strand(ioc),
-                        [this](boost::system::error_code ec, tcp::socket socket) {
-                          on_accept(ec, std::move(socket));
-                        });
+  Worker& worker = *workers[next_worker++ % workers.size()];
+  acceptor.async_accept(worker.ioc, [this, &worker](boost::system::error_code ec, Socket socket) {
+    on_accept(ec, worker, std::move(socket));
+  });
 }
 
-void ServerImpl::refuse(tcp::socket& socket) {
+void ServerImpl::refuse(Socket& socket) {
   static constexpr std::string_view kBusy =
       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
       "Content-Length: 40\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
@@ -502,12 +728,12 @@ void ServerImpl::refuse(tcp::socket& socket) {
   boost::system::error_code ignored;
   socket.non_blocking(true, ignored);
   socket.write_some(asio::buffer(kBusy.data(), kBusy.size()), ignored);
-  socket.shutdown(tcp::socket::shutdown_both, ignored);
+  socket.shutdown(Socket::shutdown_both, ignored);
   socket.close(ignored);
   shared->metrics.count_request(Endpoint::kOther, 503);
 }
 
-void ServerImpl::on_accept(boost::system::error_code ec, tcp::socket socket) {
+void ServerImpl::on_accept(boost::system::error_code ec, Worker& worker, Socket socket) {
   if (stopping) return;
   if (ec) {
     if (ec == asio::error::operation_aborted) return;
@@ -525,13 +751,13 @@ void ServerImpl::on_accept(boost::system::error_code ec, tcp::socket socket) {
     socket.set_option(tcp::no_delay(true), ignored);
     connections.fetch_add(1);
     if (auto ctx = tls_context()) {
-      auto s = std::make_shared<Session<true>>(*this, std::move(socket), std::move(ctx));
+      auto s = std::make_shared<Session<true>>(*this, worker, std::move(socket), std::move(ctx));
       add_session(s);
-      s->start();
+      asio::post(worker.ioc, [s] { s->start(); });
     } else {
-      auto s = std::make_shared<Session<false>>(*this, std::move(socket), nullptr);
+      auto s = std::make_shared<Session<false>>(*this, worker, std::move(socket), nullptr);
       add_session(s);
-      s->start();
+      asio::post(worker.ioc, [s] { s->start(); });
     }
   }
   accept();
@@ -558,6 +784,25 @@ void ServerImpl::check_tls() {
     check_tls();
   });
 }
+
+namespace {
+
+// Runs `ioc` until it is stopped; a handler's exception is logged and the loop goes on.
+void run_loop(asio::io_context& ioc, const char* what) {
+  for (;;) {
+    try {
+      ioc.run();
+      return;
+    } catch (const std::exception& e) {
+      util::log_error(std::string(what) + " caught an exception; continuing",
+                      {{"error", e.what()}});
+    } catch (...) {
+      util::log_error(std::string(what) + " caught an unknown exception; continuing");
+    }
+  }
+}
+
+}  // namespace
 
 Server::Server(ServerOptions options, publish::Publisher& publisher)
     : impl_(std::make_shared<ServerImpl>(std::move(options), publisher)) {
@@ -607,28 +852,18 @@ util::Result<bool> Server::start() {
   if (ec) return util::make_error("cannot listen on " + s.options.listen + ": " + ec.message());
   s.port = s.acceptor.local_endpoint(ec).port();
   s.started = true;
-  s.work.emplace(s.ioc.get_executor());
+  int n = s.options.threads > 0 ? s.options.threads
+                                : static_cast<int>(std::thread::hardware_concurrency());
+  n = std::max(n, 1);
+  for (int i = 0; i < n; ++i) s.workers.push_back(std::make_unique<Worker>());
+  for (auto& w : s.workers)
+    w->thread = std::thread([&ioc = w->ioc] { run_loop(ioc, "HTTP worker"); });
+  s.control_work.emplace(s.control.get_executor());
   asio::post(s.control, [&s] {
     s.accept();
     if (s.tls) s.check_tls();
   });
-  int n = s.options.threads > 0 ? s.options.threads
-                                : static_cast<int>(std::thread::hardware_concurrency());
-  n = std::max(n, 1);
-  for (int i = 0; i < n; ++i) {
-    s.threads.emplace_back([&s] {
-      for (;;) {
-        try {
-          s.ioc.run();
-          return;
-        } catch (const std::exception& e) {
-          util::log_error("HTTP worker caught an exception; continuing", {{"error", e.what()}});
-        } catch (...) {
-          util::log_error("HTTP worker caught an unknown exception; continuing");
-        }
-      }
-    });
-  }
+  s.control_thread = std::thread([&s] { run_loop(s.control, "HTTP listener"); });
   util::log_info("serving",
                  {{"listen", endpoint.address().to_string() + ":" + std::to_string(s.port.load())},
                   {"tls", tls ? "true" : "false"}});
@@ -667,10 +902,14 @@ void Server::shutdown() {
     std::unique_lock lock(s.conn_mu);
     s.conn_cv.wait_for(lock, std::chrono::seconds(10), [&s] { return s.connections == 0; });
   }
-  s.work.reset();
-  s.ioc.stop();
-  for (auto& t : s.threads) t.join();
-  s.threads.clear();
+  s.control_work.reset();
+  s.control.stop();
+  s.control_thread.join();
+  for (auto& w : s.workers) {
+    w->work.reset();
+    w->ioc.stop();
+  }
+  for (auto& w : s.workers) w->thread.join();
   util::log_info("server stopped");
 }
 

@@ -130,8 +130,12 @@ EVP_PKEY* read_key(const std::string& pem) {
 // One connection; plain, or TLS after start_tls(). Reads time out instead of hanging.
 class Conn {
  public:
-  explicit Conn(std::uint16_t port) {
+  // receive_buffer > 0: a small SO_RCVBUF, so that the server cannot write a large answer at once.
+  explicit Conn(std::uint16_t port, int receive_buffer = 0) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (receive_buffer > 0) {
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+    }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
@@ -450,6 +454,94 @@ TEST_CASE("A long-poll is parked and answered with the new table when that pod's
   CHECK(r->body == svc.wire("default", "web-1"));
   CHECK(svc.server.parked() == 1);  // db-1 is still parked: its table did not change
   CHECK_FALSE(db.reply(200ms));
+}
+
+TEST_CASE("After a long-poll is answered its connection carries the next requests") {
+  Service svc;
+  svc.sync();
+  const auto etag = svc.etag("default", "web-1");
+  Conn c(svc.port());
+  REQUIRE(c.send(get("/v1/tables/default/web-1?wait=30", "If-None-Match: " + etag + "\r\n")));
+  REQUIRE(svc.parked(1));
+  svc.pub.submit(upsert(deny_web(9090), Kind::kPolicy));
+  auto r = c.reply();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  const auto next_etag = r->header("etag");
+  r = c.request(get("/healthz"));  // the same connection, now idle again
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  // Parks again, and answers 304 when this wait ends.
+  const auto t0 = Clock::now();
+  r = c.request(get("/v1/tables/default/web-1?wait=1", "If-None-Match: " + next_etag + "\r\n"));
+  REQUIRE(r);
+  CHECK(r->status == 304);
+  CHECK(Clock::now() - t0 >= 900ms);
+  r = c.request(get("/v1/tables/default/web-1", "If-None-Match: " + next_etag + "\r\n"));
+  REQUIRE(r);
+  CHECK(r->status == 304);
+  CHECK(svc.server.parked() == 0);
+}
+
+TEST_CASE("Pipelined requests are answered in order, also behind a parked long-poll") {
+  Service svc;
+  svc.sync();
+  const auto etag = svc.etag("default", "web-1");
+  Conn c(svc.port());
+  REQUIRE(c.send(get("/healthz") + get("/v1/tables/default/web-1") + get("/v1/workloads")));
+  auto r = c.reply();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->header("etag").empty());
+  r = c.reply();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->header("etag") == etag);
+  r = c.reply();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body_json()["workloads"].size() == 3);
+  // A request sent while the one before it is parked waits for that answer.
+  const auto t0 = Clock::now();
+  REQUIRE(c.send(get("/v1/tables/default/web-1?wait=1", "If-None-Match: " + etag + "\r\n") +
+                 get("/v1/tables/default/db-1")));
+  r = c.reply();
+  REQUIRE(r);
+  CHECK(r->status == 304);
+  CHECK(Clock::now() - t0 >= 900ms);
+  r = c.reply();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->header("etag") == svc.etag("default", "db-1"));
+}
+
+TEST_CASE("An answer larger than the client takes at once is written as it reads") {
+  Service svc;
+  svc.sync();
+  std::vector<index::Object> pods{mk_pod("default", "web-1", "web", "10.0.0.1"),
+                                  mk_pod("default", "web-2", "web", "10.0.0.2"),
+                                  mk_pod("default", "db-1", "db", "10.0.0.3")};
+  for (int i = 0; i < 30000; ++i) {
+    pods.push_back(mk_pod("default", "bulk-" + std::to_string(i), i % 2 == 0 ? "web" : "db",
+                          "10." + std::to_string(1 + i / 62500) + "." +
+                              std::to_string(i / 250 % 250) + "." + std::to_string(i % 250)));
+  }
+  svc.pub.submit(replace(Kind::kPod, pods));
+  REQUIRE(svc.settle([](const publish::Snapshot& s) { return s.pods == 30003; }));
+  Conn slow(svc.port(), 4096);
+  REQUIRE(slow.send(get("/v1/workloads")));
+  std::this_thread::sleep_for(300ms);         // the server wrote what the socket took, and waits
+  auto other = svc.request(get("/healthz"));  // others are served meanwhile
+  REQUIRE(other);
+  CHECK(other->status == 200);
+  auto r = slow.reply();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body.size() > 4000000);  // more than loopback takes into its buffers at once
+  CHECK(r->body_json()["workloads"].size() == 30003);
+  r = slow.request(get("/healthz"));  // and the connection goes on
+  REQUIRE(r);
+  CHECK(r->status == 200);
 }
 
 TEST_CASE("A long-poll on an unchanged table answers 304 when its wait ends") {
@@ -862,6 +954,36 @@ TEST_CASE("TLS serves the certificate from the files and picks up a replaced cer
     std::this_thread::sleep_for(50ms);
   }
   CHECK(seen == "tollgate-two");
+}
+
+TEST_CASE("Over TLS a long-poll is answered on a change and its connection carries on") {
+  TlsFiles files;
+  const auto cert = testing::generate_self_signed_certificate("tollgate-one");
+  files.write(cert);
+  server::ServerOptions o;
+  o.tls_cert_file = files.cert;
+  o.tls_key_file = files.key;
+  Service svc(o);
+  svc.sync();
+  const auto etag = svc.etag("default", "web-1");
+  Conn c(svc.port());
+  REQUIRE(c.start_tls(cert.certificate_pem));
+  REQUIRE(c.send(get("/v1/tables/default/web-1?wait=30", "If-None-Match: " + etag + "\r\n")));
+  REQUIRE(svc.parked(1));
+  svc.pub.submit(upsert(deny_web(9090), Kind::kPolicy));
+  auto r = c.reply();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body == svc.wire("default", "web-1"));
+  // Two requests in one write: both come through the TLS stream after the long-poll.
+  REQUIRE(c.send(get("/healthz") + get("/v1/tables/default/db-1")));
+  r = c.reply();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  r = c.reply();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->header("etag") == svc.etag("default", "db-1"));
 }
 
 TEST_CASE("With a client CA, only clients presenting a certificate it signed are served") {

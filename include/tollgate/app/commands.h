@@ -43,6 +43,7 @@ struct RunOptions {
   std::string tls_cert, tls_key, tls_client_ca;
   int max_wait_seconds = 300;
   int staleness_seconds = 300;
+  int http_threads = 0;  // 0: one per core
 };
 int run_run(const RunOptions& o);
 

@@ -1,5 +1,7 @@
-// The decision service: serves the published snapshots over HTTP/1.1 (optionally TLS) with
-// asynchronous Boost.Beast sessions on a thread pool, long-polls parked without a thread.
+// The decision service: serves the published snapshots over HTTP/1.1 (optionally TLS). One
+// listener thread accepts and hands each connection to one of `threads` workers, each running
+// its own Asio io_context; long-polls are parked without a thread and woken per pod, in one
+// batch per worker when a snapshot is published. docs/serving.md has the design and figures.
 // Construct before publisher.start(); start() and shutdown() from one thread. port(),
 // parked() and connections() are thread-safe.
 #pragma once
@@ -43,7 +45,7 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  util::Result<bool> start();  // bind and serve on the thread pool
+  util::Result<bool> start();  // bind, then serve on the worker threads
   std::uint16_t port() const;
   // Graceful: stop accepting, answer parked long-polls with 304, close idle connections,
   // let requests in flight finish, join the threads.
