@@ -413,7 +413,7 @@ int main(int argc, char** argv) {
   char tmpl[] = "/tmp/tollgate-serve-XXXXXX";
   const fs::path dir = mkdtemp(tmpl);
   fs::copy(TOLLGATE_SOURCE_DIR "/examples/seed", dir / "manifests");
-  int rounds = 3;
+  int rounds = 5;
   if (const char* r = std::getenv("TOLLGATE_BENCH_ROUNDS")) rounds = std::max(1, std::atoi(r));
 
   if (only != "longpoll") {
