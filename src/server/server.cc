@@ -461,7 +461,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       boost::system::error_code ec;
       const std::size_t used = parser_->put(buffer_.data(), ec);
       buffer_.consume(used);
-      if (ec == http::error::need_more) return read_rest();
+      if (ec == http::error::need_more || (!ec && used == 0)) return read_rest();
       if (ec) return on_read_error(ec);
       if (!header_done_ && parser_->is_header_done()) {
         header_done_ = true;
@@ -675,10 +675,31 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       stream_.async_shutdown(
           [self = this->shared_from_this()](boost::system::error_code) { self->close(); });
     } else {
+      // A lingering close: after our FIN, read and drop what the client still sends (say, a
+      // body we refused with 413) until it closes, for at most 2 s and 64 MiB. Closing with
+      // unread data would reset the connection, and the client could lose the answer.
       boost::system::error_code ignored;
       socket().shutdown(Socket::shutdown_send, ignored);
-      close();
+      state_ = State::kClosing;
+      set_deadline(Clock::now() + std::chrono::seconds(2));
+      buffer_.clear();
+      discard_left_ = std::size_t{64} << 20;
+      discard();
     }
+  }
+
+  void discard() {
+    if (read_pending_) return;  // its completion closes or comes back here
+    read_pending_ = true;
+    stream_.async_read_some(
+        buffer_.prepare(kReadChunk),
+        [self = this->shared_from_this()](boost::system::error_code ec, std::size_t n) {
+          self->read_pending_ = false;
+          if (self->state_ == State::kClosed) return;
+          if (ec || n >= self->discard_left_) return self->close();
+          self->discard_left_ -= n;
+          self->discard();  // the prepared bytes are not committed: the buffer does not grow
+        });
   }
 
   void close() {
@@ -707,8 +728,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   TableQuery query_;
   Clock::time_point wait_until_, request_started_, body_started_;
   std::string park_key_;
-  std::string out_;        // bytes of an answer still to be written
-  HttpResponse response_;  // the answer being written asynchronously
+  std::string out_;               // bytes of an answer still to be written
+  std::size_t discard_left_ = 0;  // a lingering close drops at most this many more bytes
+  HttpResponse response_;         // the answer being written asynchronously
 };
 
 }  // namespace

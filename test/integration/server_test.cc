@@ -808,6 +808,19 @@ TEST_CASE("An oversized body answers 413 before it is read") {
   CHECK(r->status == 413);
 }
 
+TEST_CASE("A client still sending a refused body gets its 413: the server drains, then closes") {
+  Service svc(tight());
+  Conn c(svc.port());
+  const std::string body(std::size_t{16} << 20, 'x');  // more than loopback buffers take
+  const bool sent = c.send("POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                           std::to_string(body.size()) + "\r\n\r\n" + body);
+  CHECK(sent);  // not reset while sending
+  auto r = c.reply();
+  REQUIRE(r);
+  CHECK(r->status == 413);
+  CHECK(c.closed_within(3s));
+}
+
 TEST_CASE("Garbage bytes answer 400 and the server keeps serving") {
   Service svc(tight());
   for (const std::string& garbage :
