@@ -689,7 +689,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   }
 
   void discard() {
-    if (read_pending_) return;  // its completion closes or comes back here
+    if (read_pending_) return;  // not expected: nothing reads while an answer is written
     read_pending_ = true;
     stream_.async_read_some(
         buffer_.prepare(kReadChunk),
