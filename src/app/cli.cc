@@ -16,6 +16,11 @@ int run_cli(int argc, char** argv) {
   auto* eval = app.add_subcommand(
       "eval", "Evaluate {policies, workload, request, mesh} objects read from stdin");
   eval->add_flag("--jsonl", jsonl, "one JSON object per line in, one decision per line out");
+  std::size_t max_input_bytes = kDefaultMaxInputBytes;
+  eval->add_option("--max-input-bytes", max_input_bytes,
+                   "the most one input may take (one line with --jsonl); longer ones are errors")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
 
   CheckOptions check;
   auto* chk = app.add_subcommand("check", "Decide one request against manifests, explained");
@@ -74,7 +79,7 @@ int run_cli(int argc, char** argv) {
   try {
     if (*eval) {
       std::ios::sync_with_stdio(false);
-      return run_eval(std::cin, std::cout, jsonl);
+      return run_eval(std::cin, std::cout, jsonl, max_input_bytes);
     }
     if (*chk) return run_check(check);
     if (*lnt) return run_lint(lint);

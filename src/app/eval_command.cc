@@ -2,9 +2,12 @@
 #include <simdjson.h>
 
 #include <cctype>
+#include <cstdint>
+#include <cstring>
 #include <iostream>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "tollgate/app/cli.h"
 #include "tollgate/compile/compile.h"
@@ -315,24 +318,100 @@ class LineEvaluator {
 
 }  // namespace
 
-int run_eval(std::istream& in, std::ostream& out, bool jsonl) {
+namespace {
+
+// Reads lines from a streambuf in large chunks, holding at most `max` bytes of any line: a
+// longer line is consumed to its end and reported, not stored.
+class LineReader {
+ public:
+  enum class Got : std::uint8_t { kLine, kTooLong, kEnd };
+
+  LineReader(std::streambuf& in, std::size_t max) : in_(in), max_(max), buf_(1 << 16) {}
+
+  Got next(std::string& line) {
+    line.clear();
+    bool too_long = false, any = false;
+    for (;;) {
+      if (pos_ == end_ && !fill()) {
+        if (!any) return Got::kEnd;
+        return too_long ? Got::kTooLong : Got::kLine;
+      }
+      any = true;
+      const char* begin = buf_.data() + pos_;
+      const auto* nl = static_cast<const char*>(std::memchr(begin, '\n', end_ - pos_));
+      const std::size_t n = nl != nullptr ? static_cast<std::size_t>(nl - begin) : end_ - pos_;
+      if (!too_long && line.size() + n > max_) {
+        too_long = true;
+        line.clear();
+        line.shrink_to_fit();
+      }
+      if (!too_long) line.append(begin, n);
+      pos_ += n;
+      if (nl != nullptr) {
+        ++pos_;
+        return too_long ? Got::kTooLong : Got::kLine;
+      }
+    }
+  }
+
+ private:
+  bool fill() {
+    pos_ = 0;
+    const auto got = in_.sgetn(buf_.data(), static_cast<std::streamsize>(buf_.size()));
+    end_ = got > 0 ? static_cast<std::size_t>(got) : 0;
+    return end_ > 0;
+  }
+
+  std::streambuf& in_;
+  std::size_t max_;
+  std::vector<char> buf_;
+  std::size_t pos_ = 0, end_ = 0;
+};
+
+std::string too_long_error(std::size_t max) {
+  return "longer than " + std::to_string(max) + " bytes (--max-input-bytes); skipped";
+}
+
+}  // namespace
+
+int run_eval(std::istream& in, std::ostream& out, bool jsonl, std::size_t max_input_bytes) {
   int status = 0;
+  std::streambuf& sb = *in.rdbuf();
   if (!jsonl) {
     std::unordered_map<std::string, Compiled> cache;
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string text;
+    std::vector<char> chunk(1 << 16);
+    for (;;) {
+      const auto got = sb.sgetn(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      if (got <= 0) break;
+      if (text.size() + static_cast<std::size_t>(got) > max_input_bytes) {
+        out << json{{"error", "input " + too_long_error(max_input_bytes)}}.dump(2) << "\n";
+        return 1;
+      }
+      text.append(chunk.data(), static_cast<std::size_t>(got));
+    }
     json d = parse_and_decide(text, cache);
     if (d.contains("error")) status = 1;
     out << d.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
     return status;
   }
   LineEvaluator evaluator;
+  LineReader reader(sb, max_input_bytes);
   std::string line;
   std::string out_buf;
   std::size_t lineno = 0;
-  while (std::getline(in, line)) {
+  for (;;) {
+    const auto got = reader.next(line);
+    if (got == LineReader::Got::kEnd) break;
     ++lineno;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    json d = evaluator.decide_line(line, out_buf);
+    json d;
+    if (got == LineReader::Got::kTooLong) {
+      d = json{{"error", too_long_error(max_input_bytes)}};
+    } else if (line.find_first_not_of(" \t\r") == std::string::npos) {
+      continue;
+    } else {
+      d = evaluator.decide_line(line, out_buf);
+    }
     if (!d.is_null()) {
       if (d.contains("error")) {
         status = 1;

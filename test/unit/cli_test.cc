@@ -123,3 +123,45 @@ TEST_CASE("eval --jsonl caches per policy set but never mixes two sets up") {
   CHECK(json::parse(l2)["decision"] == "DENY");
   CHECK(json::parse(l3)["decision"] == "ALLOW");
 }
+
+TEST_CASE("eval --jsonl answers a line over --max-input-bytes with an error and goes on") {
+  const std::string ok = R"({"workload":{"namespace":"x"},"request":{}})";
+  const std::string huge = R"({"workload":{"namespace":")" + std::string(5000, 'x') + R"("}})";
+  const auto r = run_tollgate("eval --jsonl --max-input-bytes 1000", huge + "\n" + ok + "\n");
+  CHECK(r.status == 1);
+  std::istringstream lines(r.out);
+  std::string l1, l2, l3;
+  std::getline(lines, l1);
+  std::getline(lines, l2);
+  CHECK_FALSE(std::getline(lines, l3));
+  CHECK(json::parse(l1)["error"] ==
+        "line 1: longer than 1000 bytes (--max-input-bytes); skipped");
+  CHECK(json::parse(l2)["decision"] == "ALLOW");
+  // Without --jsonl the whole input is one input.
+  const auto one = run_tollgate("eval --max-input-bytes 1000", huge);
+  CHECK(one.status == 1);
+  CHECK(json::parse(one.out)["error"] ==
+        "input longer than 1000 bytes (--max-input-bytes); skipped");
+}
+
+TEST_CASE("eval --jsonl reads lines across its read chunks, the last without a newline") {
+  const std::string allow_a =
+      R"({"policies":[{"kind":"AuthorizationPolicy","metadata":{"name":"a","namespace":"n"},)"
+      R"("spec":{"rules":[{"to":[{"operation":{"paths":["/a"]}}]}]}}],)"
+      R"("workload":{"namespace":"n"},"request":{"path":"/a"}})";
+  std::string deny_b = allow_a;
+  deny_b.replace(deny_b.rfind("\"/a\""), 4, "\"/b\"");
+  std::string input;
+  const int n = 1000;  // about 200 KB: several 64 KiB chunks
+  for (int i = 0; i < n; ++i) input += (i % 3 == 0 ? deny_b : allow_a) + (i + 1 < n ? "\n" : "");
+  const auto r = run_tollgate("eval --jsonl", input);
+  REQUIRE(r.status == 0);
+  std::istringstream lines(r.out);
+  std::string l;
+  int i = 0;
+  while (std::getline(lines, l)) {
+    CHECK(json::parse(l)["decision"] == (i % 3 == 0 ? "DENY" : "ALLOW"));
+    ++i;
+  }
+  CHECK(i == n);
+}
