@@ -1,6 +1,7 @@
 // `tollgate eval`: parse, compile (cached per distinct policy set), evaluate.
 #include <simdjson.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdint>
 #include <cstring>
@@ -328,6 +329,9 @@ class LineReader {
 
   LineReader(std::streambuf& in, std::size_t max) : in_(in), max_(max), buf_(1 << 16) {}
 
+  // Whether the next line can be read without waiting for input.
+  bool ready() const { return pos_ < end_ || in_.in_avail() > 0; }
+
   Got next(std::string& line) {
     line.clear();
     bool too_long = false, any = false;
@@ -355,9 +359,15 @@ class LineReader {
   }
 
  private:
+  // Takes what the stream has buffered (one read when it has nothing), never waiting for a
+  // whole chunk: a caller writing a line and waiting for its answer is not held up.
   bool fill() {
-    pos_ = 0;
-    const auto got = in_.sgetn(buf_.data(), static_cast<std::streamsize>(buf_.size()));
+    pos_ = end_ = 0;
+    using Traits = std::streambuf::traits_type;
+    if (Traits::eq_int_type(in_.sgetc(), Traits::eof())) return false;
+    const std::streamsize want =
+        std::clamp<std::streamsize>(in_.in_avail(), 1, static_cast<std::streamsize>(buf_.size()));
+    const auto got = in_.sgetn(buf_.data(), want);
     end_ = got > 0 ? static_cast<std::size_t>(got) : 0;
     return end_ > 0;
   }
@@ -401,6 +411,11 @@ int run_eval(std::istream& in, std::ostream& out, bool jsonl, std::size_t max_in
   std::string out_buf;
   std::size_t lineno = 0;
   for (;;) {
+    if (!out_buf.empty() && !reader.ready()) {  // about to wait for input: answer what we have
+      out << out_buf;
+      out.flush();
+      out_buf.clear();
+    }
     const auto got = reader.next(line);
     if (got == LineReader::Got::kEnd) break;
     ++lineno;

@@ -2,6 +2,12 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+
 #include "support/run.h"
 
 using nlohmann::json;
@@ -134,8 +140,7 @@ TEST_CASE("eval --jsonl answers a line over --max-input-bytes with an error and 
   std::getline(lines, l1);
   std::getline(lines, l2);
   CHECK_FALSE(std::getline(lines, l3));
-  CHECK(json::parse(l1)["error"] ==
-        "line 1: longer than 1000 bytes (--max-input-bytes); skipped");
+  CHECK(json::parse(l1)["error"] == "line 1: longer than 1000 bytes (--max-input-bytes); skipped");
   CHECK(json::parse(l2)["decision"] == "ALLOW");
   // Without --jsonl the whole input is one input.
   const auto one = run_tollgate("eval --max-input-bytes 1000", huge);
@@ -164,4 +169,50 @@ TEST_CASE("eval --jsonl reads lines across its read chunks, the last without a n
     ++i;
   }
   CHECK(i == n);
+}
+
+TEST_CASE("eval --jsonl answers each line before waiting for the next, as a coprocess") {
+  int to_child[2], from_child[2];
+  REQUIRE(pipe(to_child) == 0);
+  REQUIRE(pipe(from_child) == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    dup2(to_child[0], 0);
+    dup2(from_child[1], 1);
+    close(to_child[1]);
+    close(from_child[0]);
+    execl(TOLLGATE_BINARY, TOLLGATE_BINARY, "eval", "--jsonl", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(to_child[0]);
+  close(from_child[1]);
+  // One line at a time; each answer must come while stdin is still open.
+  auto answer = [&](const std::string& line) {
+    std::string in = line + "\n";
+    if (write(to_child[1], in.data(), in.size()) != static_cast<ssize_t>(in.size()))
+      return std::string();
+    std::string got;
+    char buf[4096];
+    while (got.find('\n') == std::string::npos) {
+      pollfd p{from_child[0], POLLIN, 0};
+      if (poll(&p, 1, 5000) <= 0) break;  // no answer within 5 s
+      const ssize_t n = read(from_child[0], buf, sizeof buf);
+      if (n <= 0) break;
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+    return got;
+  };
+  const auto a1 = answer(R"({"workload":{"namespace":"x"},"request":{}})");
+  REQUIRE_FALSE(a1.empty());
+  CHECK(json::parse(a1)["decision"] == "ALLOW");
+  const auto a2 = answer("not json");
+  REQUIRE_FALSE(a2.empty());
+  CHECK(json::parse(a2).contains("error"));
+  close(to_child[1]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(from_child[0]);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 1);
 }
