@@ -438,6 +438,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
         [self = this->shared_from_this()](boost::system::error_code ec, std::size_t n) {
           self->read_pending_ = false;
           if (self->state_ == State::kClosed) return;
+          if (self->state_ == State::kClosing) return self->discarded(ec, n);
           if (ec) return self->on_read_error(ec);
           self->buffer_.commit(n);
           self->parse();
@@ -684,22 +685,15 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       set_deadline(Clock::now() + std::chrono::seconds(2));
       buffer_.clear();
       discard_left_ = std::size_t{64} << 20;
-      discard();
+      read_more();  // discarded() drops what it reads
     }
   }
 
-  void discard() {
-    if (read_pending_) return;  // not expected: nothing reads while an answer is written
-    read_pending_ = true;
-    stream_.async_read_some(
-        buffer_.prepare(kReadChunk),
-        [self = this->shared_from_this()](boost::system::error_code ec, std::size_t n) {
-          self->read_pending_ = false;
-          if (self->state_ == State::kClosed) return;
-          if (ec || n >= self->discard_left_) return self->close();
-          self->discard_left_ -= n;
-          self->discard();  // the prepared bytes are not committed: the buffer does not grow
-        });
+  // A lingering close's read: the bytes are dropped (not committed: the buffer does not grow).
+  void discarded(boost::system::error_code ec, std::size_t n) {
+    if (ec || n >= discard_left_) return close();
+    discard_left_ -= n;
+    read_more();
   }
 
   void close() {

@@ -20,6 +20,12 @@ const std::string kRequestGet =
     R"('{"protocol":"http","source":{"principal":"cluster.local/ns/default/sa/frontend"},)"
     R"("method":"GET","path":"/api/v1/data"}')";
 
+// An ALLOW policy for path /a, with a request for /a.
+const std::string kAllowA =
+    R"({"policies":[{"kind":"AuthorizationPolicy","metadata":{"name":"a","namespace":"n"},)"
+    R"("spec":{"rules":[{"to":[{"operation":{"paths":["/a"]}}]}]}}],)"
+    R"("workload":{"namespace":"n"},"request":{"path":"/a"}})";
+
 }  // namespace
 
 TEST_CASE("check on the seed scenario reproduces Istio: the frontend's GET is denied") {
@@ -112,10 +118,7 @@ TEST_CASE("eval reports input errors as {error} objects and never crashes on gar
 }
 
 TEST_CASE("eval --jsonl caches per policy set but never mixes two sets up") {
-  const std::string allow_a =
-      R"({"policies":[{"kind":"AuthorizationPolicy","metadata":{"name":"a","namespace":"n"},)"
-      R"("spec":{"rules":[{"to":[{"operation":{"paths":["/a"]}}]}]}}],)"
-      R"("workload":{"namespace":"n"},"request":{"path":"/a"}})";
+  const std::string& allow_a = kAllowA;
   std::string allow_b = allow_a;
   allow_b.replace(allow_b.find("\"/a\"]"), 5, "\"/b\"]");
   const auto r = run_tollgate("eval --jsonl", allow_a + "\n" + allow_b + "\n" + allow_a + "\n");
@@ -150,10 +153,7 @@ TEST_CASE("eval --jsonl answers a line over --max-input-bytes with an error and 
 }
 
 TEST_CASE("eval --jsonl reads lines across its read chunks, the last without a newline") {
-  const std::string allow_a =
-      R"({"policies":[{"kind":"AuthorizationPolicy","metadata":{"name":"a","namespace":"n"},)"
-      R"("spec":{"rules":[{"to":[{"operation":{"paths":["/a"]}}]}]}}],)"
-      R"("workload":{"namespace":"n"},"request":{"path":"/a"}})";
+  const std::string& allow_a = kAllowA;
   std::string deny_b = allow_a;
   deny_b.replace(deny_b.rfind("\"/a\""), 4, "\"/b\"");
   std::string input;
