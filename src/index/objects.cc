@@ -1,7 +1,10 @@
 #include "tollgate/index/objects.h"
 
 #include <simdjson.h>
+
 #include <algorithm>
+
+#include "tollgate/util/simdjson_helpers.h"
 
 namespace tollgate::index {
 
@@ -36,37 +39,14 @@ std::string object_key(const Object& o) {
 
 namespace {
 
-// simdjson needs SIMDJSON_PADDING readable bytes past the end: copy into a padded buffer.
-class Padded {
- public:
-  simdjson::padded_string_view view(std::string_view json) {
-    buf_.assign(json.data(), json.size());
-    buf_.resize(json.size() + simdjson::SIMDJSON_PADDING, ' ');
-    return simdjson::padded_string_view(buf_.data(), json.size(), buf_.size());
-  }
-
- private:
-  std::string buf_;
-};
-
 struct Parser {
   od::parser parser;
-  Padded padded;
+  std::string padded;  // the input, copied with simdjson's padding
 };
 
 Parser& thread_parser() {
   thread_local Parser p;
   return p;
-}
-
-// Runs a decoder; simdjson's implicit conversions throw, and that becomes an error code too.
-template <typename F>
-simdjson::error_code guarded(F&& run) {
-  try {
-    return run();
-  } catch (const simdjson::simdjson_error& e) {
-    return e.error();
-  }
 }
 
 std::string who(const std::string& ns, const std::string& name) {
@@ -197,7 +177,7 @@ util::Result<PodObject> decode_pod(std::string_view json) {
   PodObject pod;
   auto run = [&]() -> simdjson::error_code {
     od::document doc;
-    if (auto err = p.parser.iterate(p.padded.view(json)).get(doc)) return err;
+    if (auto err = p.parser.iterate(util::pad(p.padded, json)).get(doc)) return err;
     od::object obj;
     if (auto err = doc.get_object().get(obj)) return err;
     for (auto field : obj) {
@@ -217,7 +197,7 @@ util::Result<PodObject> decode_pod(std::string_view json) {
     }
     return simdjson::SUCCESS;
   };
-  const simdjson::error_code err = guarded(run);
+  const simdjson::error_code err = util::guarded(run);
   if (err) {
     return util::make_error("Pod " + who(pod.namespace_, pod.name) +
                             ": cannot decode: " + simdjson::error_message(err));
@@ -235,7 +215,7 @@ util::Result<NamedObject> decode_named(std::string_view json, bool namespaced) {
   NamedObject n;
   auto run = [&]() -> simdjson::error_code {
     od::document doc;
-    if (auto err = p.parser.iterate(p.padded.view(json)).get(doc)) return err;
+    if (auto err = p.parser.iterate(util::pad(p.padded, json)).get(doc)) return err;
     od::object meta;
     if (auto err = doc["metadata"].get_object().get(meta)) return err;
     for (auto field : meta) {
@@ -249,7 +229,7 @@ util::Result<NamedObject> decode_named(std::string_view json, bool namespaced) {
     }
     return simdjson::SUCCESS;
   };
-  const simdjson::error_code err = guarded(run);
+  const simdjson::error_code err = util::guarded(run);
   if (err) {
     return util::make_error("object " + who(n.namespace_, n.name) +
                             ": cannot decode: " + simdjson::error_message(err));

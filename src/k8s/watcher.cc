@@ -6,6 +6,7 @@
 #include <random>
 
 #include "tollgate/util/log.h"
+#include "tollgate/util/simdjson_helpers.h"
 
 namespace tollgate::k8s {
 
@@ -32,29 +33,12 @@ std::string shorten(std::string_view s, std::size_t n = 200) {
   return s.size() <= n ? std::string(s) : std::string(s.substr(0, n)) + "...";
 }
 
-// simdjson needs SIMDJSON_PADDING readable bytes past the input.
-simdjson::padded_string_view pad(std::string& buf, std::string_view text) {
-  buf.assign(text.data(), text.size());
-  buf.resize(text.size() + simdjson::SIMDJSON_PADDING, ' ');
-  return simdjson::padded_string_view(buf.data(), text.size(), buf.size());
-}
-
-// Runs a parse; simdjson's implicit conversions throw, and that becomes an error code too.
-template <typename F>
-simdjson::error_code guarded(F&& run) {
-  try {
-    return run();
-  } catch (const simdjson::simdjson_error& e) {
-    return e.error();
-  }
-}
-
 // The message of a Kubernetes Status body, or the start of the body.
 std::string status_message(const std::string& body) {
   od::parser parser;
   std::string buf;
   try {
-    od::document doc = parser.iterate(pad(buf, body));
+    od::document doc = parser.iterate(util::pad(buf, body));
     std::string_view msg;
     if (!doc["message"].get_string().get(msg)) return std::string(msg);
   } catch (const simdjson::simdjson_error&) {
@@ -251,7 +235,7 @@ Watcher::Outcome Watcher::list() {
     std::string next_cont;
     auto parse = [&]() -> simdjson::error_code {
       od::document doc;
-      if (auto err = parser.iterate(pad(padded, r->body)).get(doc)) return err;
+      if (auto err = parser.iterate(util::pad(padded, r->body)).get(doc)) return err;
       od::object top;
       if (auto err = doc.get_object().get(top)) return err;
       for (auto field : top) {
@@ -289,7 +273,7 @@ Watcher::Outcome Watcher::list() {
       }
       return simdjson::SUCCESS;
     };
-    const simdjson::error_code err = guarded(parse);
+    const simdjson::error_code err = util::guarded(parse);
     if (err) {
       stats_.errors++;
       util::log_warn("list response is not a valid list",
@@ -323,7 +307,7 @@ Watcher::Outcome Watcher::watch() {
     std::string_view object;
     auto parse = [&]() -> simdjson::error_code {
       od::document doc;
-      if (auto err = parser.iterate(pad(padded, line)).get(doc)) return err;
+      if (auto err = parser.iterate(util::pad(padded, line)).get(doc)) return err;
       od::object top;
       if (auto err = doc.get_object().get(top)) return err;
       for (auto field : top) {
@@ -340,7 +324,7 @@ Watcher::Outcome Watcher::watch() {
       return type.empty() || object.empty() ? simdjson::NO_SUCH_FIELD : simdjson::SUCCESS;
     };
     ObjectFacts facts;
-    const simdjson::error_code err = guarded([&] {
+    const simdjson::error_code err = util::guarded([&] {
       auto e = parse();
       if (e) return e;
       // Padding after `object`: the rest of the padded buffer.
