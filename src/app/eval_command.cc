@@ -268,7 +268,7 @@ class LineEvaluator {
       }
     }
     if (!r.remote_ip) r.remote_ip = r.source_ip;
-    return true;
+    return !eval::request_principal_conflict(r);  // the full parser words the error
   }
 
   const Compiled* lookup(std::string_view policies, std::string_view workload,

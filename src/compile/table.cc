@@ -283,8 +283,8 @@ void build_index(Predicate& pr) {
       case Attr::kDestinationIp: {
         auto c = policy::parse_cidr(v);
         if (!c.ok()) break;
-        if (c->prefix == 128)
-          exact.emplace_back(reinterpret_cast<const char*>(c->addr.data()), 16);
+        if (c->prefix == c->addr.bits())
+          exact.emplace_back(c->addr.key());
         else
           ix.cidrs.push_back(*c);
         break;

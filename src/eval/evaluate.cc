@@ -43,11 +43,9 @@ bool pattern_match(std::string_view pat, std::string_view v) {
   return pat == v;
 }
 
-bool ip_match(const ValueIndex& ix, bool has, const std::array<std::uint8_t, 16>& ip) {
+bool ip_match(const ValueIndex& ix, bool has, const policy::IpAddress& ip) {
   if (!has) return false;
-  if (ix.exact.contains(std::string_view(reinterpret_cast<const char*>(ip.data()), 16))) {
-    return true;
-  }
+  if (ix.exact.contains(ip.key())) return true;
   for (const auto& c : ix.cidrs) {
     if (c.contains(ip)) return true;
   }

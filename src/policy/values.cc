@@ -138,44 +138,40 @@ bool attr_is_permission(Attr a) {
          a == Attr::kDestinationIp || a == Attr::kSni || a == Attr::kMetadata;
 }
 
-std::optional<std::array<std::uint8_t, 16>> parse_ip(std::string_view text) {
+std::optional<IpAddress> parse_ip(std::string_view text) {
   if (text.empty() || text.size() > 64) return std::nullopt;
   char buf[65];
   std::memcpy(buf, text.data(), text.size());
   buf[text.size()] = '\0';
-  std::array<std::uint8_t, 16> out{};
+  IpAddress out;
   in_addr v4{};
   if (inet_pton(AF_INET, buf, &v4) == 1) {
-    out[10] = 0xff;
-    out[11] = 0xff;
-    std::memcpy(&out[12], &v4, 4);
+    out.raw[0] = 4;
+    std::memcpy(&out.raw[1], &v4, 4);
     return out;
   }
   in6_addr v6{};
   if (inet_pton(AF_INET6, buf, &v6) == 1) {
-    std::memcpy(out.data(), &v6, 16);
+    out.raw[0] = 6;
+    std::memcpy(&out.raw[1], &v6, 16);
     return out;
   }
   return std::nullopt;
 }
 
-bool Cidr::contains(const std::array<std::uint8_t, 16>& ip) const {
+bool Cidr::contains(const IpAddress& ip) const {
+  if (ip.raw[0] != addr.raw[0]) return false;
   int bits = prefix;
-  for (int i = 0; i < 16 && bits > 0; ++i, bits -= 8) {
+  for (std::size_t i = 1; i < ip.raw.size() && bits > 0; ++i, bits -= 8) {
     const std::uint8_t mask = bits >= 8 ? 0xff : static_cast<std::uint8_t>(0xff << (8 - bits));
-    if ((ip[i] & mask) != addr[i]) return false;
+    if ((ip.raw[i] & mask) != addr.raw[i]) return false;
   }
   return true;
 }
 
 std::string Cidr::to_string() const {
-  static constexpr std::uint8_t kV4Prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   char buf[INET6_ADDRSTRLEN];
-  if (std::memcmp(addr.data(), kV4Prefix, 12) == 0 && prefix >= 96) {
-    inet_ntop(AF_INET, &addr[12], buf, sizeof buf);
-    return std::string(buf) + "/" + std::to_string(prefix - 96);
-  }
-  inet_ntop(AF_INET6, addr.data(), buf, sizeof buf);
+  inet_ntop(addr.v6() ? AF_INET6 : AF_INET, &addr.raw[1], buf, sizeof buf);
   return std::string(buf) + "/" + std::to_string(prefix);
 }
 
@@ -194,24 +190,19 @@ util::Result<Cidr> parse_cidr(std::string_view text) {
   }
   auto addr = parse_ip(ip);
   if (!addr) return util::make_error("is not an IP address or CIDR");
-  const bool v4 = ip.find(':') == std::string_view::npos;
+  if (prefix > addr->bits()) {
+    return util::make_error(addr->v6() ? "has an IPv6 prefix length over 128"
+                                       : "has an IPv4 prefix length over 32");
+  }
   Cidr c;
   c.addr = *addr;
-  if (prefix < 0) {
-    c.prefix = 128;
-  } else if (v4) {
-    if (prefix > 32) return util::make_error("has an IPv4 prefix length over 32");
-    c.prefix = prefix + 96;
-  } else {
-    if (prefix > 128) return util::make_error("has an IPv6 prefix length over 128");
-    c.prefix = prefix;
-  }
+  c.prefix = prefix < 0 ? addr->bits() : prefix;
   int bits = c.prefix;
-  for (auto& byte : c.addr) {  // host bits ignored, as Envoy's CidrRange does
+  for (std::size_t i = 1; i < c.addr.raw.size(); ++i) {  // host bits ignored, as in CidrRange
     if (bits >= 8) {
       bits -= 8;
     } else {
-      byte &= static_cast<std::uint8_t>(bits == 0 ? 0 : 0xff << (8 - bits));
+      c.addr.raw[i] &= static_cast<std::uint8_t>(bits == 0 ? 0 : 0xff << (8 - bits));
       bits = 0;
     }
   }

@@ -13,15 +13,30 @@
 
 namespace tollgate::policy {
 
-// An IPv4 (mapped into ::ffff:0:0/96) or IPv6 address and prefix length over 128 bits.
-struct Cidr {
-  std::array<std::uint8_t, 16> addr{};
-  int prefix = 128;
-  bool contains(const std::array<std::uint8_t, 16>& ip) const;
-  std::string to_string() const;
+// An IPv4 or IPv6 address. The family is part of the value, as in Envoy's
+// Network::Address::Ip: 10.1.2.3 and ::ffff:10.1.2.3 are different addresses, and an address is
+// never in a range of the other family
+// (docs/semantics.md#ip-blocks-ipblocks-remoteipblocks-and-destinationip).
+struct IpAddress {
+  // raw[0] is the family (4 or 6); an IPv4 address fills raw[1..4] and leaves the rest zero.
+  std::array<std::uint8_t, 17> raw{};
+  bool v6() const { return raw[0] == 6; }
+  int bits() const { return v6() ? 128 : 32; }
+  // The 17 raw bytes: the key of exact-address sets, distinct across families.
+  std::string_view key() const { return {reinterpret_cast<const char*>(raw.data()), raw.size()}; }
+  bool operator==(const IpAddress&) const = default;
 };
 
-std::optional<std::array<std::uint8_t, 16>> parse_ip(std::string_view text);
+// An address range of one family; `prefix` counts that family's bits (0-32 or 0-128).
+struct Cidr {
+  IpAddress addr;
+  int prefix = 0;
+  // Envoy's CidrRange::isInRange: false for an address of the other family.
+  bool contains(const IpAddress& ip) const;
+  std::string to_string() const;  // canonical: "10.0.0.0/8", "2001:db8::/32", "::ffff:a00:0/104"
+};
+
+std::optional<IpAddress> parse_ip(std::string_view text);
 // "10.0.0.0/8", "10.1.2.3" (a /32), "2001:db8::/32"; host bits are cleared.
 util::Result<Cidr> parse_cidr(std::string_view text);
 util::Result<int> parse_port(std::string_view text);
