@@ -1,5 +1,5 @@
 // A deliberately simple interpreter of Istio's AuthorizationPolicy semantics, written from
-// SEMANTICS.md without tollgate's compiler or matchers: plain loops over the policy JSON.
+// docs/semantics.md without tollgate's compiler or matchers: plain loops over the policy JSON.
 // It covers what the property test generates (no CUSTOM, no dry-run, default mesh).
 #pragma once
 
