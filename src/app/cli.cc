@@ -29,7 +29,8 @@ int run_cli(int argc, char** argv) {
                   "NAMESPACE/POD (a pod or workload in the manifests), or "
                   "NAMESPACE/LABEL=VALUE,.../SERVICEACCOUNT")
       ->required();
-  chk->add_option("--request", check.request, "the request as JSON (API.md), or @FILE")->required();
+  chk->add_option("--request", check.request, "the request as JSON (docs/api.md), or @FILE")
+      ->required();
   chk->add_option("--mesh", check.mesh, "mesh settings as JSON, or @FILE");
   chk->add_option("-o,--output", check.output, "text or json")
       ->check(CLI::IsMember({"text", "json"}));

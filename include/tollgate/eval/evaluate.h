@@ -47,8 +47,8 @@ std::string mismatch(const compile::TableRule& rule, const PreparedRequest& r,
 // A sentence a person can read.
 std::string reason(const compile::DecisionTable& t, const Decision& d, const PreparedRequest& r);
 
-// API.md's decision shape: {"decision","policy","action","rule","reason"} plus "audit" and
-// "dryRun" when they apply.
+// The decision shape of docs/api.md#the-decision: {"decision","policy","action","rule",
+// "reason"} plus "audit" and "dryRun" when they apply.
 nlohmann::json decision_json(const compile::DecisionTable& t, const Decision& d,
                              const PreparedRequest& r);
 
