@@ -1,5 +1,5 @@
-// The request shape of API.md, parsed, and its prepared form (normalized path, parsed IPs,
-// lower-cased host) that evaluation reads. Plain values; thread-compatible.
+// The request shape of docs/api.md#the-request, parsed, and its prepared form (normalized
+// path, parsed IPs, lower-cased host) that evaluation reads. Plain values; thread-compatible.
 #pragma once
 
 #include <array>
@@ -42,7 +42,8 @@ util::Result<Request> parse_request(const nlohmann::json& j);
 // prepare() rejects such a request (denied) for callers that built it without parse_request.
 std::optional<std::string> request_principal_conflict(const Request& r);
 
-// RFC 3986 normalization as Envoy applies it before authorization (docs/semantics.md §16).
+// RFC 3986 normalization as Envoy applies it before authorization
+// (docs/semantics.md#path-normalization).
 // Returns the normalized path (query kept) or nullopt when Envoy rejects the path (400).
 std::optional<std::string> normalize_path(std::string_view path, policy::PathNormalization n);
 
