@@ -240,7 +240,8 @@ DecisionTable compile_table(std::span<const policy::Policy* const> policies,
 
 DecisionTable compile_selected(std::span<const policy::Policy* const> policies,
                                const std::string& ns, const policy::MeshConfig& mesh) {
-  DecisionTable t;
+  TableBuilder b;
+  DecisionTable& t = b.draft();
   t.namespace_ = ns;
   t.path_normalization = mesh.path_normalization;
   std::map<std::string, std::vector<TableRule>> custom_by_provider;
@@ -329,9 +330,7 @@ DecisionTable compile_selected(std::span<const policy::Policy* const> policies,
   sort_rules(t.audit);
   sort_rules(t.dry_run_deny);
   sort_rules(t.dry_run_allow);
-  t.finalize();
-  t.hash = to_json(t)["hash"].get<std::string>();
-  return t;
+  return std::move(b).finish();
 }
 
 }  // namespace tollgate::compile

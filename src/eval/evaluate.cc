@@ -74,18 +74,19 @@ bool service_account_match(std::string_view uri, std::string_view ns, std::strin
   return false;
 }
 
-bool kind_match(std::uint8_t kind, const std::string& want, const std::string* have) {
+bool kind_match(ValueIndex::Match kind, const std::string& want, const std::string* have) {
   if (have == nullptr) return false;
   switch (kind) {
-    case 0:
+    case ValueIndex::Match::kExact:
       return *have == want;
-    case 1:
+    case ValueIndex::Match::kPrefix:
       return starts_with(*have, want);
-    case 2:
+    case ValueIndex::Match::kSuffix:
       return ends_with(*have, want);
-    default:
+    case ValueIndex::Match::kNonEmpty:
       return !have->empty();
   }
+  return false;
 }
 
 // A JWT claim (string or list of strings) against the index.

@@ -224,7 +224,7 @@ bool contains_path_template(std::string_view path) {
   return path.find("{*}") != std::string_view::npos || path.find("{**}") != std::string_view::npos;
 }
 
-util::Result<bool> validate_path_template(std::string_view path) {
+util::Status validate_path_template(std::string_view path) {
   if (path.empty() || path[0] != '/') return util::make_error("path template must start with /");
   bool seen_double = false;
   std::size_t pos = 1;
@@ -243,7 +243,7 @@ util::Result<bool> validate_path_template(std::string_view path) {
     }
     pos = end + 1;
   }
-  return true;
+  return util::ok();
 }
 
 namespace {
@@ -291,44 +291,44 @@ util::Result<WhenKey> parse_when_key(std::string_view key) {
       {"connection.sni", Attr::kSni},
   };
   for (const Plain& p : kPlain) {
-    if (key == p.key) return WhenKey{p.attr, ""};
+    if (key == p.key) return WhenKey{p.attr, "", std::nullopt};
   }
   constexpr std::string_view kHeaders = "request.headers";
   constexpr std::string_view kClaims = "request.auth.claims";
   constexpr std::string_view kExperimental = "experimental.envoy.filters.";
   // A known prefix with a malformed bracket is a value-translation failure, not an unknown
-  // key (Istio generates an error per value): arg carries "\x01" + the reason.
+  // key (Istio generates an error per value).
   if (key.substr(0, kHeaders.size()) == kHeaders && key.size() > kHeaders.size() &&
       key[kHeaders.size()] == '[') {
     auto names = bracket_names(key.substr(kHeaders.size()));
     if (!names.ok() || names->size() != 1)
-      return WhenKey{Attr::kHeader, "\x01has a malformed header name"};
+      return WhenKey{Attr::kHeader, "", "has a malformed header name"};
     std::string lower = (*names)[0];
     for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return WhenKey{Attr::kHeader, lower};
+    return WhenKey{Attr::kHeader, lower, std::nullopt};
   }
   if (key.substr(0, kClaims.size()) == kClaims && key.size() > kClaims.size() &&
       key[kClaims.size()] == '[') {
     auto names = bracket_names(key.substr(kClaims.size()));
-    if (!names.ok()) return WhenKey{Attr::kClaim, "\x01has a malformed claim name"};
+    if (!names.ok()) return WhenKey{Attr::kClaim, "", "has a malformed claim name"};
     std::string arg;
     for (std::size_t i = 0; i < names->size(); ++i) {
       if (i > 0) arg.push_back('\0');
       arg += (*names)[i];
     }
-    return WhenKey{Attr::kClaim, arg};
+    return WhenKey{Attr::kClaim, arg, std::nullopt};
   }
   if (key.substr(0, kExperimental.size()) == kExperimental) {
     std::string_view rest = key.substr(std::string_view("experimental.").size());
     std::size_t open = rest.find('[');
     if (open == std::string_view::npos || open == 0 || rest.back() != ']' ||
         open + 2 >= rest.size()) {
-      return WhenKey{Attr::kMetadata, "\x01has a malformed [key]"};
+      return WhenKey{Attr::kMetadata, "", "has a malformed [key]"};
     }
     std::string arg(rest.substr(0, open));
     arg.push_back('\0');
     arg += rest.substr(open + 1, rest.size() - open - 2);
-    return WhenKey{Attr::kMetadata, arg};
+    return WhenKey{Attr::kMetadata, arg, std::nullopt};
   }
   if (key == "destination.labels" || key == "destination.name" || key == "destination.namespace" ||
       key == "destination.user") {
@@ -337,23 +337,23 @@ util::Result<WhenKey> parse_when_key(std::string_view key) {
   return util::make_error("is not a supported condition key");
 }
 
-util::Result<bool> check_value(Attr attr, std::string_view value) {
+util::Status check_value(Attr attr, std::string_view value) {
   switch (attr) {
     case Attr::kPort: {
       auto r = parse_port(value);
       if (!r.ok()) return r.error();
-      return true;
+      return util::ok();
     }
     case Attr::kSourceIp:
     case Attr::kRemoteIp:
     case Attr::kDestinationIp: {
       auto r = parse_cidr(value);
       if (!r.ok()) return r.error();
-      return true;
+      return util::ok();
     }
     case Attr::kPath:
       if (contains_path_template(value)) return validate_path_template(value);
-      return true;
+      return util::ok();
     case Attr::kSourceServiceAccount: {
       if (value.find('*') != std::string_view::npos) {
         return util::make_error("is not a service account: wildcards are not supported");
@@ -364,10 +364,10 @@ util::Result<bool> check_value(Attr attr, std::string_view value) {
            value.find('/', slash + 1) != std::string_view::npos)) {
         return util::make_error("is not a service account (\"name\" or \"namespace/name\")");
       }
-      return true;
+      return util::ok();
     }
     default:
-      return true;
+      return util::ok();
   }
 }
 

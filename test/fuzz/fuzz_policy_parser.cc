@@ -1,6 +1,7 @@
 // libFuzzer target: arbitrary bytes as a manifest file -> documents -> policies -> tables ->
-// wire round trip -> decisions. Nothing may crash, leak or trip a sanitizer, and a table
-// must survive its own wire format unchanged.
+// wire round trip -> decisions, and the same bytes as a table from the wire. Nothing may
+// crash, throw, leak or trip a sanitizer; a table must survive its own wire format unchanged
+// and decide the same afterwards, on requests that carry every attribute a predicate reads.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -16,6 +17,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using namespace tollgate;
   if (size > (1u << 16)) return 0;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
+  // Untrusted table input: any JSON must be read or refused, never thrown on.
+  const auto as_json = nlohmann::json::parse(text, nullptr, false);
+  if (!as_json.is_discarded()) (void)compile::table_from_json(as_json);
   auto docs = policy::parse_documents(text, "fuzz");
   if (!docs.ok()) return 0;
   source::ClusterState state;
@@ -43,6 +47,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       R"("port":80,"headers":{"x-token":"abc"},"requestPrincipal":"iss/sub",)"
       R"("jwtClaims":{"iss":"iss","sub":"sub","groups":["admin"]}})",
       R"({"protocol":"tcp","source":{"ip":"192.168.1.1"},"port":9000})",
+      R"({"source":{"principal":"td/ns/default/sa/x","ip":"2001:db8::1","remoteIp":)"
+      R"("::ffff:10.0.0.1"},"destinationIp":"10.0.0.9","method":"POST","path":"/a/b/c",)"
+      R"("host":"API.example:8080","port":8080,"sni":"s.example","headers":{"x-a":["1","2"]},)"
+      R"("requestPrincipal":"https://i.example/team/bob","jwtClaims":{"sub":"team/bob",)"
+      R"("aud":["a"],"azp":"p","scope":"read write","n":{"k":"v"}},)"
+      R"("dynamicMetadata":{"envoy.filters.f":{"k":["v"]}},"extAuthzDecision":"DENY"})",
   };
   for (const char* rq : kRequests) {
     auto req = eval::parse_request(nlohmann::json::parse(rq));
@@ -52,7 +62,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     eval::prepare(*req, back->path_normalization, p2);
     const auto d1 = eval::evaluate(table, p1);
     const auto d2 = eval::evaluate(*back, p2);
-    if (d1.allowed != d2.allowed) std::abort();  // the pulled table decides the same
+    // The pulled table decides the same, by the same rule.
+    if (d1.allowed != d2.allowed || (d1.rule == nullptr) != (d2.rule == nullptr)) std::abort();
+    if (d1.rule != nullptr && d1.rule->name != d2.rule->name) std::abort();
     (void)eval::decision_json(table, d1, p1);
   }
   return 0;

@@ -94,7 +94,8 @@ TEST_CASE("when keys map to attributes, and unknown or removed keys are rejected
   auto m = parse_when_key("experimental.envoy.filters.a.b[c]");
   REQUIRE(m.ok());
   CHECK(m->arg == std::string("envoy.filters.a.b\0c", 19));
-  CHECK(parse_when_key("request.headers[]")->arg[0] == '\x01');  // known key, bad name
+  CHECK(parse_when_key("request.headers[]")->malformed == "has a malformed header name");
+  CHECK_FALSE(parse_when_key("request.headers[x]")->malformed.has_value());
   CHECK_FALSE(parse_when_key("destination.labels").ok());
   CHECK_FALSE(parse_when_key("request.foo").ok());
   CHECK_FALSE(parse_when_key("source.ip ").ok());

@@ -43,18 +43,21 @@ util::Result<int> parse_port(std::string_view text);
 
 bool contains_path_template(std::string_view path);
 // Errors name what is wrong with a template such as "/a/{**}/b/{*}".
-util::Result<bool> validate_path_template(std::string_view path);
+util::Status validate_path_template(std::string_view path);
 
 // A parsed `when` key: the attribute and its argument (header name, claim path...).
 struct WhenKey {
   Attr attr{};
   std::string arg;
+  // A known key whose [name] is malformed ("request.headers[]"): Istio fails to translate
+  // each of its values rather than rejecting the key, so this says why, and `arg` is empty.
+  std::optional<std::string> malformed;
 };
 util::Result<WhenKey> parse_when_key(std::string_view key);
 
 // Translation of one value of an attribute: an error means Istio could not generate it
-// (e.g. "abc" is not a port). `http` is false on a TCP chain, where HTTP-only attributes fail.
-util::Result<bool> check_value(Attr attr, std::string_view value);
+// (e.g. "abc" is not a port).
+util::Status check_value(Attr attr, std::string_view value);
 
 // Go's strconv.ParseBool.
 std::optional<bool> parse_go_bool(std::string_view text);
