@@ -5,8 +5,8 @@
 
 #include "tollgate/app/commands.h"
 #include "tollgate/compile/compile.h"
-#include "tollgate/compile/lint.h"
 #include "tollgate/eval/evaluate.h"
+#include "tollgate/lint/lint.h"
 #include "tollgate/source/manifests.h"
 
 namespace tollgate::app {
@@ -184,14 +184,16 @@ int run_lint(const LintOptions& o) {
     std::cerr << "tollgate: --mesh: " << mesh.error().message << "\n";
     return 2;
   }
-  compile::LintInput in;
-  in.policies = s.policies;
+  std::vector<const policy::Policy*> policies;
+  for (const auto& p : s.policies) policies.push_back(&p);
+  lint::Context in;
+  in.policies = policies;
   in.workloads = s.workloads;
   in.services = s.services;
   in.service_accounts = &s.service_accounts;
   in.namespaces = &s.namespaces;
   in.mesh = *mesh;
-  const auto findings = compile::lint(in);
+  const auto findings = lint::lint_all(in);
   int errors = 0;
   for (const auto& f : findings) errors += f.severity == policy::Finding::Severity::kError;
   if (o.output == "json") {

@@ -15,6 +15,7 @@
 #include "tollgate/eval/evaluate.h"
 #include "tollgate/policy/parse.h"
 #include "tollgate/policy/values.h"
+#include "tollgate/util/strings.h"
 
 namespace tollgate::app {
 namespace {
@@ -244,7 +245,7 @@ class LineEvaluator {
           std::string_view k, s;
           if (f.unescaped_key().get(k) || f.value().get_string().get(s)) return false;
           std::string lower(k);
-          for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+          util::to_lower(lower);
           for (const auto& h : r.headers) {
             if (h.first == lower) return false;  // repeated names: joined by the full parser
           }

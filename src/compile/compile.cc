@@ -1,5 +1,6 @@
 // Policies -> DecisionTable, after Istio's pilot/pkg/security/authz/{builder,model}.
 #include "tollgate/compile/compile.h"
+#include "tollgate/util/strings.h"
 
 #include <algorithm>
 #include <map>
@@ -66,7 +67,7 @@ util::Result<std::vector<std::string>> canonical(Attr attr, const std::string& v
       return std::vector{value};
     case Attr::kHost: {
       std::string lower = value;
-      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      util::to_lower(lower);
       return std::vector{lower};
     }
     case Attr::kSourceIp:

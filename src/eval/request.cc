@@ -4,6 +4,7 @@
 
 #include "tollgate/compile/table.h"
 #include "tollgate/policy/values.h"
+#include "tollgate/util/strings.h"
 
 namespace tollgate::eval {
 namespace {
@@ -18,13 +19,6 @@ util::Result<std::optional<std::string>> opt_string(const json& o, const char* k
   return std::optional<std::string>(it->get<std::string>());
 }
 
-int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 bool unreserved(int c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
          c == '.' || c == '_' || c == '~';
@@ -37,16 +31,16 @@ std::string decode_some(std::string_view s, Pred pred) {
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '%' && i + 2 < s.size()) {
-      const int hi = hexval(s[i + 1]);
-      const int lo = hexval(s[i + 2]);
+      const int hi = util::hex_digit(s[i + 1]);
+      const int lo = util::hex_digit(s[i + 2]);
       if (hi >= 0 && lo >= 0) {
         const int c = hi * 16 + lo;
         if (pred(c)) {
           out.push_back(static_cast<char>(c));
         } else {
           out.push_back('%');
-          out.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(s[i + 1]))));
-          out.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(s[i + 2]))));
+          out.push_back("0123456789ABCDEF"[hi]);
+          out.push_back("0123456789ABCDEF"[lo]);
         }
         i += 2;
         continue;
@@ -234,7 +228,7 @@ util::Result<Request> parse_request(const json& j) {
   TOLLGATE_TRY(protocol, opt_string(j, "protocol", "request"));
   if (protocol) {
     std::string p = *protocol;
-    for (char& c : p) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    util::to_lower(p);
     if (p == "tcp")
       r.tcp = true;
     else if (p != "http" && p != "http2" && p != "grpc") {
@@ -310,7 +304,7 @@ util::Result<Request> parse_request(const json& j) {
     if (!it->is_object()) return util::make_error("request.headers: must be an object");
     for (const auto& [name, val] : it->items()) {
       std::string lower = name;
-      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      util::to_lower(lower);
       std::string joined;
       if (val.is_string()) {
         joined = val.get<std::string>();
@@ -344,7 +338,7 @@ util::Result<Request> parse_request(const json& j) {
     auto check = [](const json& v, const std::string& where) -> util::Result<std::string> {
       if (!v.is_string()) return util::make_error(where + ": must be \"ALLOW\" or \"DENY\"");
       std::string s = v.get<std::string>();
-      for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      util::to_upper(s);
       if (s != "ALLOW" && s != "DENY") {
         return util::make_error(where + ": must be \"ALLOW\" or \"DENY\"");
       }
@@ -412,7 +406,7 @@ void prepare(const Request& r, policy::PathNormalization n, PreparedRequest& out
     if (r.host) {
       out.has_host = true;
       out.host = *r.host;
-      for (char& c : out.host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      util::to_lower(out.host);
     }
     if (r.path && already_normal(*r.path, n)) {
       out.has_path = true;

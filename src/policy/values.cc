@@ -1,4 +1,5 @@
 #include "tollgate/policy/values.h"
+#include "tollgate/util/strings.h"
 
 #include <arpa/inet.h>
 
@@ -304,7 +305,7 @@ util::Result<WhenKey> parse_when_key(std::string_view key) {
     if (!names.ok() || names->size() != 1)
       return WhenKey{Attr::kHeader, "", "has a malformed header name"};
     std::string lower = (*names)[0];
-    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    util::to_lower(lower);
     return WhenKey{Attr::kHeader, lower, std::nullopt};
   }
   if (key.substr(0, kClaims.size()) == kClaims && key.size() > kClaims.size() &&

@@ -8,8 +8,8 @@
 #include <string_view>
 
 #include "tollgate/compile/compile.h"
-#include "tollgate/compile/lint.h"
 #include "tollgate/eval/evaluate.h"
+#include "tollgate/lint/lint.h"
 #include "tollgate/policy/parse.h"
 #include "tollgate/source/manifests.h"
 
@@ -33,13 +33,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto back = compile::table_from_json(wire);
   if (!back.ok() || compile::to_json(*back) != wire) std::abort();  // round trip must hold
 
-  compile::LintInput in;
-  in.policies = state.policies;
+  std::vector<const policy::Policy*> policies;
+  for (const auto& p : state.policies) policies.push_back(&p);
+  lint::Context in;
+  in.policies = policies;
   in.workloads = state.workloads;
   in.services = state.services;
   in.service_accounts = &state.service_accounts;
   in.namespaces = &state.namespaces;
-  (void)compile::lint(in);
+  const auto all = lint::lint_all(in);
+  std::size_t one_by_one = 0;
+  for (const auto* p : policies)
+    one_by_one += p->findings.size() + lint::lint_policy(*p, in).size();
+  if (one_by_one != all.size()) std::abort();  // lint_all is every policy's findings
 
   static const char* kRequests[] = {
       R"({"protocol":"http","source":{"principal":"cluster.local/ns/default/sa/frontend",)"
