@@ -120,7 +120,7 @@ int run_check(const CheckOptions& o) {
   json dj = eval::decision_json(table, d, prepared);
   // When ALLOW policies apply and none matched, say why each ALLOW rule missed.
   std::vector<std::pair<const compile::TableRule*, std::string>> misses;
-  if (d.why == eval::Why::kNoAllowMatched) {
+  if (d.cause == eval::Cause::kNoAllowMatched) {
     for (const auto& rule : table.allow) {
       if (misses.size() == 10) break;
       misses.emplace_back(&rule, eval::mismatch(rule, prepared));

@@ -84,7 +84,7 @@ int run_cli(int argc, char** argv) {
     }
     if (*chk) return run_check(check);
     if (*lnt) return run_lint(lint);
-    if (*rn) return run_run(run);
+    if (*rn) return run_controller(run);
   } catch (const std::exception& e) {
     std::cerr << "tollgate: " << e.what() << "\n";
     return 2;

@@ -55,7 +55,7 @@ void print_pod(std::ostream& out, const publish::Snapshot& s, const std::string&
 
 }  // namespace
 
-int run_run(const RunOptions& o) {
+int run_controller(const RunOptions& o) {
   auto mesh = mesh_from(o);
   if (!mesh.ok()) {
     std::cerr << "tollgate: " << mesh.error().message << "\n";

@@ -88,7 +88,7 @@ struct RuleBuilder {
   bool dropped = false;          // ALLOW: the rule cannot be generated at all
   std::vector<std::string> why;  // reasons for dropped values / rules
 
-  // Returns the predicates for one Match (0, 1 or 2: values and notValues).
+  // Appends the predicates of one Match to `out` (0, 1 or 2: values and notValues).
   void add(const policy::Match& m, std::vector<Predicate>& out) {
     add_side(m, m.values, m.bad_values, false, m.values_path, out);
     add_side(m, m.not_values, m.bad_not_values, true, m.not_values_path, out);

@@ -133,7 +133,8 @@ const std::string* header(const PreparedRequest& r, std::string_view name) {
   return nullptr;
 }
 
-bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
+// Does any of the predicate's values match the request? (Before `negate` is applied.)
+bool some_value_matches(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
   const ValueIndex& ix = p.index;
   switch (p.attr) {
     case Attr::kSourcePrincipal:
@@ -267,7 +268,7 @@ bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
 bool conj_matches(const compile::Conjunction& c, const PreparedRequest& r, bool jwt_visible) {
   for (const auto& p : c.all) {
     if (p.http_only && !r.http) continue;  // not generated on a TCP chain
-    if (any_value(p, r, jwt_visible) == p.negate) return false;
+    if (some_value_matches(p, r, jwt_visible) == p.negate) return false;
   }
   return true;
 }
@@ -312,7 +313,7 @@ Decision evaluate(const compile::DecisionTable& t, const PreparedRequest& r) {
   }
   if (r.rejected) {
     d.allowed = false;
-    d.why = Why::kRejected;
+    d.cause = Cause::kRejected;
     return d;
   }
   for (const auto& stage : t.custom) {
@@ -322,7 +323,7 @@ Decision evaluate(const compile::DecisionTable& t, const PreparedRequest& r) {
     d.rule = m;
     d.stage = &stage;
     if (stage.deny_on_match) {
-      d.why = Why::kBadCustom;
+      d.cause = Cause::kBadCustom;
       return d;
     }
     const Request& req = *r.request;
@@ -331,33 +332,33 @@ Decision evaluate(const compile::DecisionTable& t, const PreparedRequest& r) {
                                 : req.ext_authz_default               ? &*req.ext_authz_default
                                                                       : nullptr;
     if (answer == nullptr) {
-      d.why = Why::kCustomNoAnswer;
+      d.cause = Cause::kCustomNoAnswer;
       return d;
     }
     if (*answer == "DENY") {
-      d.why = Why::kCustomDenied;
+      d.cause = Cause::kCustomDenied;
       return d;
     }
     d.rule = nullptr;
     d.stage = nullptr;
   }
   if (const TableRule* m = first_match(t.deny, r, false)) {
-    d.why = Why::kDenyMatched;
+    d.cause = Cause::kDenyMatched;
     d.rule = m;
     return d;
   }
   if (!t.has_allow) {
     d.allowed = true;
-    d.why = Why::kNoAllowPolicy;
+    d.cause = Cause::kNoAllowPolicy;
     return d;
   }
   if (const TableRule* m = first_match(t.allow, r, false)) {
     d.allowed = true;
-    d.why = Why::kAllowMatched;
+    d.cause = Cause::kAllowMatched;
     d.rule = m;
     return d;
   }
-  d.why = Why::kNoAllowMatched;
+  d.cause = Cause::kNoAllowMatched;
   return d;
 }
 
@@ -442,7 +443,7 @@ std::string conj_mismatch(const compile::Conjunction& c, const PreparedRequest& 
   std::string out;
   for (const auto& p : c.all) {
     if (p.http_only && !r.http) continue;
-    if (any_value(p, r, jwt_visible) != p.negate) continue;
+    if (some_value_matches(p, r, jwt_visible) != p.negate) continue;
     const auto have = attribute_text(p, r, jwt_visible);
     std::string s = predicate_name(p) + " is " + (have ? *have : std::string("absent"));
     s += p.negate ? ", which is excluded by " : ", not one of ";
@@ -477,7 +478,7 @@ std::string mismatch(const TableRule& rule, const PreparedRequest& r, bool custo
 }
 
 std::string reason(const compile::DecisionTable& t, const Decision& d, const PreparedRequest& r) {
-  // Every Why that names a rule has d.rule set; a null rule still gets a sentence, never a crash.
+  // Every Cause that names a rule has d.rule set; a null rule still gets a sentence, never a crash.
   auto rule_text = [&](const TableRule* matched) {
     if (matched == nullptr) return std::string("a rule matched");
     const TableRule& rule = *matched;
@@ -502,27 +503,27 @@ std::string reason(const compile::DecisionTable& t, const Decision& d, const Pre
   static const std::string kInvalidRule = "the rule is invalid";
   const std::string& provider = d.stage != nullptr ? d.stage->provider : kUnknownProvider;
   const std::string& deny_reason = d.stage != nullptr ? d.stage->deny_reason : kInvalidRule;
-  switch (d.why) {
-    case Why::kRejected:
+  switch (d.cause) {
+    case Cause::kRejected:
       return "request rejected before authorization: " + *r.rejected;
-    case Why::kCustomDenied:
+    case Cause::kCustomDenied:
       return rule_text(d.rule) + "; its provider " + provider + " denied the request";
-    case Why::kCustomNoAnswer:
+    case Cause::kCustomNoAnswer:
       return rule_text(d.rule) + "; provider " + provider +
              " must decide, and no answer was given (extAuthzDecision): denied, failing closed";
-    case Why::kBadCustom:
+    case Cause::kBadCustom:
       return rule_text(d.rule) + "; denied because " + deny_reason +
              " (Istio turns such CUSTOM rules into DENY rules)";
-    case Why::kDenyMatched: {
+    case Cause::kDenyMatched: {
       std::string s = rule_text(d.rule);
       if (t.has_allow) s += "; DENY is evaluated before ALLOW, so no ALLOW policy can override it";
       return s;
     }
-    case Why::kNoAllowPolicy:
+    case Cause::kNoAllowPolicy:
       return "no ALLOW policy applies to the workload: allowed by default";
-    case Why::kAllowMatched:
+    case Cause::kAllowMatched:
       return rule_text(d.rule);
-    case Why::kNoAllowMatched: {
+    case Cause::kNoAllowMatched: {
       std::string names;
       int dropped = 0;
       for (const auto& rule : t.allow) {

@@ -1,5 +1,6 @@
 // AuthorizationPolicy JSON -> model. Every problem becomes a Finding with a field path; the
-// model is then shaped so that compilation fails closed (see docs/semantics.md).
+// model is then shaped so that compilation fails closed
+// (docs/semantics.md#where-tollgate-fails-closed).
 #include <string>
 #include <utility>
 

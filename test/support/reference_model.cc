@@ -253,7 +253,8 @@ bool value_matches(const std::string& field, const std::string& v, const Req& q,
   return false;
 }
 
-bool any_value(const std::string& field, const json& values, const Req& q, const std::string& ns) {
+bool some_value_matches(const std::string& field, const json& values, const Req& q,
+                        const std::string& ns) {
   return std::any_of(values.begin(), values.end(), [&](const json& v) {
     return value_matches(field, v.get<std::string>(), q, ns);
   });
@@ -268,7 +269,7 @@ bool fields_match(const json& obj, const Req& q, bool tcp_deny, const std::strin
     std::string field = negative ? name.substr(3) : name;
     if (negative) field[0] = static_cast<char>(std::tolower(field[0]));
     if (values.empty()) continue;
-    if (any_value(field, values, q, ns) == negative) return false;
+    if (some_value_matches(field, values, q, ns) == negative) return false;
   }
   return true;
 }
@@ -311,10 +312,11 @@ bool rule_matches(const json& rule, const Req& q, bool deny, const std::string& 
     for (const auto& c : rule["when"]) {
       const std::string key = c["key"].get<std::string>();
       if (tcp_deny && http_only_key(key)) continue;
-      if (c.contains("values") && !c["values"].empty() && !any_value(key, c["values"], q, ns)) {
+      if (c.contains("values") && !c["values"].empty() &&
+          !some_value_matches(key, c["values"], q, ns)) {
         return false;
       }
-      if (c.contains("notValues") && any_value(key, c["notValues"], q, ns)) return false;
+      if (c.contains("notValues") && some_value_matches(key, c["notValues"], q, ns)) return false;
     }
   }
   return true;

@@ -1,4 +1,4 @@
-// The command line: `tollgate eval | check | lint` (and `run` once the service lands).
+// The command line: `tollgate run | eval | check | lint`.
 // Runs on the calling thread.
 #pragma once
 

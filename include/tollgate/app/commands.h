@@ -31,7 +31,7 @@ int run_lint(const LintOptions& o);
 
 struct RunOptions {
   std::vector<std::string> manifests;  // files or directories (the embedded default)
-  std::string kubeconfig;              // a cluster instead (issue 3's watchers)
+  std::string kubeconfig;              // watch a cluster through this kubeconfig instead
   bool once = false;                   // print every table once synced, then exit
   std::string root_namespace = "istio-system";
   std::string trust_domain = "cluster.local";
@@ -45,6 +45,6 @@ struct RunOptions {
   int staleness_seconds = 300;
   int http_threads = 0;  // 0: one per core
 };
-int run_run(const RunOptions& o);
+int run_controller(const RunOptions& o);
 
 }  // namespace tollgate::app
