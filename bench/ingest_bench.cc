@@ -294,7 +294,7 @@ double percentile(std::vector<double> v, double p) {
 }  // namespace
 
 int main() {
-  util::log_threshold() = util::LogLevel::kWarn;
+  util::set_log_level(util::LogLevel::kWarn);
   std::printf("bench/ingest: generating the cluster...\n");
   Generated g = generate();
   const auto pages = pages_of(g.pods, 500);

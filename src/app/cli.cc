@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "tollgate/app/commands.h"
+#include "tollgate/util/log.h"
 
 namespace tollgate::app {
 
@@ -11,6 +12,11 @@ int run_cli(int argc, char** argv) {
   CLI::App app{"tollgate: Istio AuthorizationPolicy decisions, compiled and served"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tollgate 0.1.0");
+  app.fallthrough();  // --log-level may follow the subcommand
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "debug, info, warn or error (JSON lines on stderr)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"debug", "info", "warn", "warning", "error"}));
 
   bool jsonl = false;
   auto* eval = app.add_subcommand(
@@ -77,6 +83,7 @@ int run_cli(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  util::set_log_level(*util::parse_log_level(log_level));
   try {
     if (*eval) {
       std::ios::sync_with_stdio(false);

@@ -14,6 +14,7 @@
 #include "tollgate/publish/publisher.h"
 #include "tollgate/server/server.h"
 #include "tollgate/source/directory.h"
+#include "tollgate/util/json_text.h"
 #include "tollgate/util/log.h"
 
 namespace tollgate::app {

@@ -4,6 +4,8 @@
 #include <optional>
 #include <string_view>
 
+#include "tollgate/util/json_text.h"
+
 namespace tollgate::eval {
 namespace {
 
@@ -576,46 +578,11 @@ json decision_json(const compile::DecisionTable& t, const Decision& d, const Pre
 
 namespace {
 
-// Writes a JSON string as nlohmann's dump() does; false if it needs nlohmann (non-ASCII).
+// Writes a JSON string as nlohmann's dump() does; false if it needs nlohmann (non-ASCII, which
+// nlohmann validates as UTF-8 and the caller then words through it).
 bool append_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c >= 0x80) return false;
-        if (c < 0x20) {
-          out += "\\u00";
-          out.push_back(kHex[c >> 4]);
-          out.push_back(kHex[c & 0xf]);
-        } else {
-          out.push_back(ch);
-        }
-    }
-  }
-  out.push_back('"');
+  if (!util::is_ascii(s)) return false;
+  util::append_json_string(out, s);
   return true;
 }
 

@@ -11,6 +11,7 @@
 #include "tollgate/eval/request.h"
 #include "tollgate/lint/lint.h"
 #include "tollgate/policy/parse.h"
+#include "tollgate/util/json_text.h"
 #include "tollgate/util/log.h"
 
 namespace tollgate::server {
