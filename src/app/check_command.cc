@@ -1,26 +1,26 @@
 // `tollgate check` and `tollgate lint` over manifest files.
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "tollgate/app/commands.h"
 #include "tollgate/compile/compile.h"
 #include "tollgate/eval/evaluate.h"
 #include "tollgate/lint/lint.h"
 #include "tollgate/source/manifests.h"
+#include "tollgate/util/file.h"
 
 namespace tollgate::app {
 
 using nlohmann::json;
 
+// A request or mesh settings, not a cluster: a generous cap that still stops /dev/zero.
+constexpr std::size_t kMaxArgumentFileBytes = std::size_t{64} << 20;
+
 util::Result<json> json_arg(const std::string& text, const char* what) {
   std::string body = text;
   if (!text.empty() && text[0] == '@') {
-    std::ifstream in(text.substr(1));
-    if (!in) return util::make_error(std::string(what) + ": cannot read " + text.substr(1));
-    std::ostringstream b;
-    b << in.rdbuf();
-    body = b.str();
+    auto read = util::read_file(text.substr(1), kMaxArgumentFileBytes);
+    if (!read.ok()) return util::make_error(std::string(what) + ": " + read.error().message);
+    body = std::move(*read);
   }
   if (body.empty()) return json();
   try {
