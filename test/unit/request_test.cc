@@ -147,3 +147,32 @@ TEST_CASE("a request built without the parser that contradicts itself is rejecte
   r.jwt_claims = {{"iss", "https://i.example"}};
   CHECK_FALSE(eval::request_principal_conflict(r).has_value());
 }
+
+TEST_CASE("normalization is idempotent, so a path a proxy already normalized is left as it is") {
+  // Every path of up to 6 characters over the characters normalization acts on.
+  const std::string alphabet = "/.%2fF5Cc\\a?";
+  std::vector<std::string> paths = {"/"};
+  for (std::size_t start = 0, len = 0; len < 6; ++len) {
+    const std::size_t end = paths.size();
+    for (std::size_t i = start; i < end; ++i) {
+      for (char c : alphabet) paths.push_back(paths[i] + c);
+    }
+    start = end;
+  }
+  REQUIRE(paths.size() > 3'000'000);
+  std::size_t checked = 0;
+  for (auto n : {PathNormalization::kBase, PathNormalization::kMergeSlashes,
+                 PathNormalization::kDecodeAndMergeSlashes, PathNormalization::kNone}) {
+    for (std::size_t i = 0; i < paths.size(); i += 7) {  // a spread sample, all lengths
+      const auto once = normalize_path(paths[i], n);
+      if (!once) continue;
+      const auto twice = normalize_path(*once, n);
+      if (!twice || *twice != *once) {
+        FAIL("normalizing " << paths[i] << " (mode " << static_cast<int>(n) << ") gives " << *once
+                            << ", and again " << twice.value_or("(rejected)"));
+      }
+      ++checked;
+    }
+  }
+  CHECK(checked > 1'000'000);
+}
