@@ -50,11 +50,24 @@ void write_head(std::string& head, const Response& r, std::size_t body_size, boo
 
 Response internal_error() { return error_response(500, "internal error"); }
 
+// Calls into the handler: an exception is logged and `fallback()` stands for the result.
+template <typename F, typename G>
+auto call_handler(const char* what, F&& f, G&& fallback) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    util::log_error(what, {{"error", e.what()}});
+  } catch (...) {
+    util::log_error(what);
+  }
+  return fallback();
+}
+
 }  // namespace
 
 Connection::Connection(Settings& settings, Exchange& exchange, Clock::time_point now,
                        bool handshake)
-    : settings_(settings), exchange_(exchange), in_(std::make_unique<Incoming>(settings.request)) {
+    : settings_(settings), exchange_(exchange) {
   if (handshake) {
     state_ = State::kHandshake;
     deadline_ = now + settings_.limits.header_timeout;
@@ -92,7 +105,7 @@ std::span<char> Connection::read_buffer() {
   }
   if (cap_ - end_ < kReadChunk) {
     const std::size_t cap = std::max(2 * cap_, end_ + kReadChunk);
-    auto bigger = std::make_unique<char[]>(cap);
+    auto bigger = std::make_unique_for_overwrite<char[]>(cap);
     if (end_ > 0) std::memcpy(bigger.get(), buf_.get(), end_);
     buf_ = std::move(bigger);
     cap_ = cap;
@@ -145,35 +158,13 @@ void Connection::on_written(Clock::time_point now) {
 void Connection::on_timer(Clock::time_point now) {
   if (now < deadline_ || state_ == State::kClosed) return;
   if (state_ != State::kDeferred) return close();  // idle too long, slow header/body/write
-  deadline_ = Clock::time_point::max();            // unless the handler answers below
-  std::optional<Response> r;
-  try {
-    r = deferred_->resume(true);
-  } catch (const std::exception& e) {
-    util::log_error("resuming a deferred answer failed", {{"error", e.what()}});
-    r = internal_error();
-  }
-  if (r) {
-    deferred_.reset();
-    respond(std::move(*r), now);
-  }
-  // Otherwise a wake-up is on its way; on_wake() answers.
+  deadline_ = Clock::time_point::max();            // unless it answers, a wake-up is on its way
+  resume(true, now);
 }
 
 void Connection::on_wake(Clock::time_point now) {
   if (state_ != State::kDeferred) return;
-  std::optional<Response> r;
-  try {
-    r = deferred_->resume(false);
-  } catch (const std::exception& e) {
-    util::log_error("resuming a deferred answer failed", {{"error", e.what()}});
-    r = internal_error();
-  }
-  if (r) {
-    deferred_.reset();
-    return respond(std::move(*r), now);
-  }
-  deadline_ = resume_at_;  // waits again (parked anew): the original deadline holds
+  if (!resume(false, now)) deadline_ = resume_at_;  // parked anew: the deadline holds
 }
 
 void Connection::on_stop(Clock::time_point) {
@@ -197,6 +188,7 @@ void Connection::enter_idle(Clock::time_point now) {
 // (then from the end of its header).
 void Connection::parse(Clock::time_point now) {
   if (buffered() == 0) return;
+  if (!in_) in_ = std::make_unique<Incoming>(settings_.request);
   auto& in = *in_;
   if (state_ == State::kIdle) {  // the first bytes of a request
     state_ = State::kHeader;
@@ -264,14 +256,10 @@ void Connection::dispatch(Clock::time_point now) {
   head_only_ = in.data.method == "HEAD";
   in.parser.reset();
   state_ = State::kWriting;  // no reads while the handler answers
-  Answer a;
-  try {
-    a = settings_.handler->handle(in.data.view(), exchange_);
-  } catch (const std::exception& e) {
-    util::log_error("request failed", {{"error", e.what()}});
-    a = Answer::now(internal_error());
-  }
-  settle(std::move(a), now);
+  settle(call_handler(
+             "request failed", [&] { return settings_.handler->handle(in.data.view(), exchange_); },
+             [] { return Answer::now(internal_error()); }),
+         now);
 }
 
 void Connection::settle(Answer a, Clock::time_point now) {
@@ -280,7 +268,20 @@ void Connection::settle(Answer a, Clock::time_point now) {
   state_ = State::kDeferred;
   resume_at_ = a.deadline;
   deadline_ = a.deadline;
-  if (buffered() == 0) release_buffer();  // a parked connection holds as little as it can
+  // A parked connection holds as little as it can: the parser and the request's strings are
+  // made again for the next request.
+  in_.reset();
+  if (buffered() == 0) release_buffer();
+}
+
+bool Connection::resume(bool timed_out, Clock::time_point now) {
+  auto r = call_handler(
+      "resuming a deferred answer failed", [&] { return deferred_->resume(timed_out); },
+      [] { return std::optional<Response>(internal_error()); });
+  if (!r) return false;
+  deferred_.reset();
+  respond(std::move(*r), now);
+  return true;
 }
 
 void Connection::respond(Response r, Clock::time_point now) {
@@ -298,7 +299,7 @@ void Connection::respond(Response r, Clock::time_point now) {
 // Answers an error and closes the connection after it.
 void Connection::fail(int status, const std::string& message, Clock::time_point now) {
   close_after_ = true;
-  in_->parser.reset();
+  if (in_) in_->parser.reset();
   head_only_ = false;
   http10_ = false;
   settings_.handler->refused(status);
@@ -321,11 +322,8 @@ void Connection::close() {
   output_ = {};
   deadline_ = Clock::time_point::max();
   if (deferred_) {
-    try {
-      deferred_->cancel();
-    } catch (const std::exception& e) {
-      util::log_error("cancelling a deferred answer failed", {{"error", e.what()}});
-    }
+    call_handler(
+        "cancelling a deferred answer failed", [&] { deferred_->cancel(); }, [] {});
     deferred_.reset();
   }
 }

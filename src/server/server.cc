@@ -121,12 +121,12 @@ http::Answer Controller::handle(const http::Request& r, http::Exchange& x) {
       return http::Answer::now(std::move(routed.response));
     }
     // Most table requests are answered at once, without a TableWait.
-    const auto until = Clock::now() + routed.table->wait;
     auto first = api_.table(waiters().snapshot(), *routed.table, may_park());
     if (first.park_key.empty()) {
       count(endpoint, first.response.status);
       return http::Answer::now(std::move(first.response));
     }
+    const auto until = Clock::now() + routed.table->wait;
     auto wait = std::make_unique<TableWait>(*this, x, endpoint, std::move(*routed.table), until);
     auto answer = wait->serve();
     if (answer) return http::Answer::now(std::move(*answer));

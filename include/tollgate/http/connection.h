@@ -93,6 +93,7 @@ class Connection {
   bool on_header(Clock::time_point now);
   void dispatch(Clock::time_point now);
   void settle(Answer a, Clock::time_point now);
+  bool resume(bool timed_out, Clock::time_point now);  // true: answered
   void respond(Response r, Clock::time_point now);
   void fail(int status, const std::string& message, Clock::time_point now);
   void linger(Clock::time_point now);
@@ -103,8 +104,8 @@ class Connection {
 
   Settings& settings_;
   Exchange& exchange_;
-  std::unique_ptr<Incoming> in_;
-  std::unique_ptr<char[]> buf_;  // bytes read and not yet parsed: [begin_, end_)
+  std::unique_ptr<Incoming> in_;  // made for a request's first byte; dropped while deferred
+  std::unique_ptr<char[]> buf_;   // bytes read and not yet parsed: [begin_, end_)
   std::size_t cap_ = 0, begin_ = 0, end_ = 0;
   std::string head_;   // the answer's status line and headers
   Response response_;  // the answer being written (keeps its body alive)
