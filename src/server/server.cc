@@ -185,8 +185,8 @@ struct ServerImpl {
   http::Server http;  // declared last: shut down and destroyed before the controller
 };
 
-Server::Server(ServerOptions options, publish::Publisher& publisher)
-    : impl_(std::make_shared<ServerImpl>(std::move(options), publisher)) {
+Server::Server(const ServerOptions& options, publish::Publisher& publisher)
+    : impl_(std::make_shared<ServerImpl>(options, publisher)) {
   publisher.add_listener(
       [shared = impl_->shared, &publisher](const publish::SnapshotBuilder::Result& r) {
         shared->waiters.publish(r.snapshot, r.changed_pods);
