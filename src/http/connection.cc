@@ -192,7 +192,6 @@ void Connection::parse(Clock::time_point now) {
   auto& in = *in_;
   if (state_ == State::kIdle) {  // the first bytes of a request
     state_ = State::kHeader;
-    request_started_ = now;
     deadline_ = now + settings_.limits.header_timeout;
     in.data.clear();
     in.parser.emplace(in.data);
@@ -207,18 +206,8 @@ void Connection::parse(Clock::time_point now) {
         in.parser->put(boost::asio::const_buffer(buf_.get() + begin_, buffered()), ec);
     consume(used);
     if (ec == bhttp::error::need_more || (!ec && used == 0)) return;
-    if (ec == bhttp::error::header_limit) {
-      return fail(413,
-                  "request header larger than " +
-                      std::to_string(settings_.limits.max_header_bytes) + " bytes",
-                  now);
-    }
-    if (ec == bhttp::error::body_limit) {
-      return fail(
-          413,
-          "request body larger than " + std::to_string(settings_.limits.max_body_bytes) + " bytes",
-          now);
-    }
+    if (ec == bhttp::error::header_limit) return too_large("header", now);
+    if (ec == bhttp::error::body_limit) return too_large("body", now);
     if (ec) return fail(400, "malformed HTTP request: " + ec.message(), now);
     if (state_ == State::kHeader && in.parser->is_header_done() && !on_header(now)) return;
   }
@@ -230,9 +219,7 @@ bool Connection::on_header(Clock::time_point now) {
   auto& parser = *in_->parser;
   const auto length = parser.content_length();
   if (length && *length > settings_.limits.max_body_bytes) {
-    fail(413,
-         "request body larger than " + std::to_string(settings_.limits.max_body_bytes) + " bytes",
-         now);
+    too_large("body", now);
     return false;
   }
   state_ = State::kBody;
@@ -304,6 +291,14 @@ void Connection::fail(int status, const std::string& message, Clock::time_point 
   http10_ = false;
   settings_.handler->refused(status);
   respond(error_response(status, message), now);
+}
+
+// 413 for a request whose header or body is over its limit.
+void Connection::too_large(std::string_view part, Clock::time_point now) {
+  const auto limit =
+      part == "header" ? settings_.limits.max_header_bytes : settings_.limits.max_body_bytes;
+  fail(413, "request " + std::string(part) + " larger than " + std::to_string(limit) + " bytes",
+       now);
 }
 
 // A lingering close: after our FIN, read and drop what the client still sends (say, a body we

@@ -96,6 +96,7 @@ class Connection {
   bool resume(bool timed_out, Clock::time_point now);  // true: answered
   void respond(Response r, Clock::time_point now);
   void fail(int status, const std::string& message, Clock::time_point now);
+  void too_large(std::string_view part, Clock::time_point now);  // "header" or "body"
   void linger(Clock::time_point now);
   void close();
   void consume(std::size_t n);
@@ -113,7 +114,7 @@ class Connection {
   std::unique_ptr<Deferred> deferred_;
   Clock::time_point deadline_ = Clock::time_point::max();
   Clock::time_point resume_at_ = Clock::time_point::max();  // the deferred answer's deadline
-  Clock::time_point request_started_, body_started_;
+  Clock::time_point body_started_;                          // the end of the request's header
   std::size_t linger_left_ = 0;
   State state_ = State::kIdle;
   bool keep_alive_ = true, http10_ = false, head_only_ = false, close_after_ = false;
