@@ -79,7 +79,7 @@ struct HandlerOptions {
 class Handler {
  public:
   virtual ~Handler() = default;
-  virtual HandlerOptions options() const { return {}; }  // read once, when the server starts
+  virtual HandlerOptions options() const { return {}; }  // read once, by the Server constructor
   virtual Answer handle(const Request& r, Exchange& x) = 0;
   // The server answered `status` itself, without a handle() call (a malformed or too large
   // request, a connection over the cap): for the handler's metrics.
