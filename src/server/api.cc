@@ -121,10 +121,7 @@ HttpResponse not_synced() {
 }  // namespace
 
 HttpResponse error_response(int status, std::string_view message) {
-  std::string body = "{\"error\":";
-  util::append_json_string(body, message);
-  body += "}";
-  return json_response(status, std::move(body));
+  return http::error_response(status, message);
 }
 
 std::string rfc3339(std::chrono::system_clock::time_point t) {

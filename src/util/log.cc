@@ -33,7 +33,7 @@ std::optional<LogLevel> parse_log_level(std::string_view name) {
 }
 
 void log(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields) {
-  if (!log_enabled(level)) return;
+  if (level == LogLevel::kOff || !log_enabled(level)) return;
   std::string line = "{\"ts\":\"";
   line += rfc3339(std::chrono::system_clock::now());
   line += "\",\"level\":\"";

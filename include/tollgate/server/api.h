@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "tollgate/http/message.h"
 #include "tollgate/publish/snapshot.h"
 #include "tollgate/server/metrics.h"
 #include "tollgate/server/waiters.h"
@@ -25,16 +26,8 @@ struct HttpRequest {
   std::string_view body;
 };
 
-struct HttpResponse {
-  int status = 200;
-  std::string headers;  // extra header lines, each "Name: value\r\n"
-  std::string body;
-  // A body owned elsewhere (a table's wire JSON), kept alive by `keep`; used when `keep` is set.
-  std::shared_ptr<const void> keep;
-  std::string_view view;
-  const char* content_type = "application/json";
-  std::string_view body_bytes() const { return keep ? view : std::string_view(body); }
-};
+// An answer: the HTTP core's response (status, extra headers, a body owned or viewed).
+using HttpResponse = http::Response;
 
 HttpResponse error_response(int status, std::string_view message);
 

@@ -1,7 +1,7 @@
-// The decision service: serves the published snapshots over HTTP/1.1 (optionally TLS). One
-// listener thread accepts and hands each connection to one of `threads` workers, each running
-// its own Asio io_context; long-polls are parked without a thread and woken per pod, in one
-// batch per worker when a snapshot is published. docs/serving.md has the design and figures.
+// The decision service: serves the published snapshots over HTTP/1.1 (optionally TLS) on the
+// HTTP core (tollgate/http/server.h: listener, `threads` workers each with its own Asio
+// io_context). Long-polls are deferred answers parked without a thread and woken per pod, in
+// one batch per worker when a snapshot is published. docs/serving.md has the design and figures.
 // Construct before publisher.start(); start() and shutdown() from one thread. port(),
 // parked() and connections() are thread-safe.
 #pragma once
@@ -40,7 +40,7 @@ struct ServerImpl;  // server.cc
 class Server {
  public:
   // Registers a publish listener: construct BEFORE publisher.start().
-  Server(ServerOptions options, publish::Publisher& publisher);
+  Server(const ServerOptions& options, publish::Publisher& publisher);
   ~Server();  // shutdown()
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -12,18 +12,16 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tollgate/http/handler.h"
 #include "tollgate/publish/snapshot.h"
 #include "tollgate/util/snapshot_cell.h"
 
 namespace tollgate::server {
 
-// Something parked on a pod's table. wake() is called without the list's lock held and must
-// only schedule work (it runs on the index thread or the thread calling shutdown()).
-class Waiter {
- public:
-  virtual ~Waiter() = default;
-  virtual void wake() = 0;
-};
+// Something parked on a pod's table: a connection of the HTTP core, whose deferred answer
+// wake() resumes. wake() is called without the list's lock held and only schedules work (it
+// runs on the index thread or the thread calling shutdown()).
+using Waiter = http::Waker;
 
 class WaitList {
  public:

@@ -12,7 +12,7 @@
 
 namespace tollgate::util {
 
-enum class LogLevel : std::uint8_t { kDebug, kInfo, kWarn, kError };
+enum class LogLevel : std::uint8_t { kDebug, kInfo, kWarn, kError, kOff };  // kOff: nothing (tests)
 
 void set_log_level(LogLevel level);
 bool log_enabled(LogLevel level);
