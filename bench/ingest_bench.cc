@@ -201,6 +201,7 @@ class MemoryTransport final : public k8s::Transport {
     cv_.wait(lock, [&] { return cancelled_; });
     return util::make_error("cancelled");
   }
+  void set_idle(std::chrono::milliseconds) override {}
   void cancel() override {
     std::lock_guard lock(mu_);
     cancelled_ = true;
@@ -237,6 +238,7 @@ class DecodeHandler final : public k8s::WatchHandler {
     done = true;
     cv.notify_all();
   }
+  void list_remove(std::string_view) override {}
   void event(k8s::EventType, std::string_view) override {}
   void health(bool, const std::string&) override {}
 

@@ -134,6 +134,7 @@ class BeastTransport final : public Transport {
       break;
     }
     auto& parser = *parser_slot;
+    stream_idle_ = idle;
     HttpResponse out = convert(parser.get());
     const bool ok = out.status == 200;
     std::string line;
@@ -141,14 +142,14 @@ class BeastTransport final : public Transport {
     while (!parser.is_done()) {
       parser.get().body().data = chunk;
       parser.get().body().size = sizeof chunk;
-      expire(idle);
+      expire(stream_idle_);
       auto ec = run([&](auto& s, auto done) { http::async_read_some(s, buffer_, parser, done); });
       if (ec == http::error::need_buffer) ec = {};
       if (ec) {
         close();
         if (ec == beast::error::timeout) {
-          return util::make_error("watch stalled: no data for " + std::to_string(idle.count()) +
-                                  " ms");
+          return util::make_error("watch stalled: no data for " +
+                                  std::to_string(stream_idle_.count()) + " ms");
         }
         return fail("watch " + target, ec);
       }
@@ -181,6 +182,8 @@ class BeastTransport final : public Transport {
     if (!parser.get().keep_alive()) close();
     return out;
   }
+
+  void set_idle(std::chrono::milliseconds idle) override { stream_idle_ = idle; }
 
   void cancel() override {
     cancelled_ = true;
@@ -358,7 +361,8 @@ class BeastTransport final : public Transport {
   std::optional<beast::tcp_stream> plain_;
   std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;
   beast::flat_buffer buffer_;
-  beast::tcp_stream* connecting_ = nullptr;  // during connect(); touched on the I/O thread only
+  beast::tcp_stream* connecting_ = nullptr;   // during connect(); touched on the I/O thread only
+  std::chrono::milliseconds stream_idle_{0};  // during stream(): set_idle() changes it
   std::atomic<bool> cancelled_{false};
 };
 
