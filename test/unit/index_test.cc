@@ -218,8 +218,45 @@ TEST_CASE("Snapshots carry each source's health, and how fresh the data is") {
   CHECK(s.fresh_as_of(later) < later);
 }
 
+// What is wrong with a snapshot's IP index, compared with the pods it should hold: every IP
+// of a workload pod finds that pod (the first by namespace/name when pods share an IP), and
+// every entry is a pod of this snapshot (not a stale PodInfo of an earlier one).
+std::string ip_index_problems(const publish::Snapshot& s,
+                              const std::map<std::string, index::PodObject>& pods) {
+  std::map<std::string, std::string> want;  // ip -> "ns/name", the first
+  std::size_t entries = 0;
+  for (const auto& [key, pod] : pods) {
+    if (!pod.is_workload()) continue;
+    for (const auto& ip : pod.ips) {
+      ++entries;
+      if (!want.contains(ip)) want[ip] = key;
+    }
+  }
+  std::string out;
+  for (const auto& [ip, key] : want) {
+    const auto* e = s.find_ip(ip);
+    const std::string got = e == nullptr ? "none" : e->pod->shape->namespace_ + "/" + e->pod->name;
+    if (got != key) out += ip + ": found " + got + ", expected " + key + "\n";
+  }
+  for (const char* ip : {"10.9.9.9", "", "10.0.0.100"}) {
+    if (s.find_ip(ip) != nullptr) out += std::string(ip) + ": found, expected none\n";
+  }
+  std::size_t found = 0;
+  for (const auto& shard : *s.by_ip) {
+    for (const auto& e : *shard) {
+      ++found;
+      const auto* p = s.find(e.pod->shape->namespace_, e.pod->name);
+      if (p == nullptr || p->pod.get() != e.pod) out += "a stale entry for " + e.pod->name + "\n";
+    }
+  }
+  if (found != entries) {
+    out += std::to_string(found) + " entries, expected " + std::to_string(entries) + "\n";
+  }
+  return out;
+}
+
 // Random interleavings of pod and policy changes: the incrementally maintained snapshot
-// always equals a compile from scratch of the same objects.
+// always equals a compile from scratch of the same objects, and so does its IP index.
 TEST_CASE("Incremental snapshots equal a from-scratch compile after random changes") {
   std::mt19937 rng(12345);
   auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
@@ -234,7 +271,9 @@ TEST_CASE("Incremental snapshots equal a from-scratch compile after random chang
     const std::string ns = nss[static_cast<std::size_t>(pick(3))];
     if (what < 5) {
       auto pod = mk_pod(ns, "p" + std::to_string(pick(8)),
-                        {{"app", apps[static_cast<std::size_t>(pick(3))]}});
+                        {{"app", apps[static_cast<std::size_t>(pick(3))]}},
+                        "10.0.0." + std::to_string(pick(12)));  // shared and moving IPs
+      if (pick(4) == 0) pod.ips.push_back("fd00::" + std::to_string(pick(12)));
       if (pick(10) == 0) pod.phase = "Failed";
       pods[pod.namespace_ + "/" + pod.name] = pod;
       h.idx.apply(upsert(pod, Kind::kPod));
@@ -268,6 +307,9 @@ TEST_CASE("Incremental snapshots equal a from-scratch compile after random chang
       const auto want = testing::from_scratch(pv, podv, policy::MeshConfig{});
       INFO("step " << step << "\n" << testing::diff(testing::published(s), want));
       REQUIRE(testing::published(s) == want);
+      const std::string ip_problems = ip_index_problems(s, pods);
+      INFO("step " << step << "\n" << ip_problems);
+      REQUIRE(ip_problems.empty());
     }
   }
   CHECK(h.idx.stats().groups == h.last.snapshot->tables);

@@ -43,9 +43,18 @@ struct Snapshot {
   std::chrono::system_clock::time_point published_at;
   policy::MeshConfig mesh;
   std::map<std::string, std::shared_ptr<const NamespaceView>, std::less<>> namespaces;
-  // Pod IP -> the pod, sorted by IP (a flat vector: no allocation per pod). Keys view the
-  // PodInfo's ips, which the value keeps alive.
-  using IpIndex = std::vector<std::pair<std::string_view, std::shared_ptr<const index::PodInfo>>>;
+  // Pod IP -> the pod, in kIpShards shards by a hash of the IP, each a flat vector sorted by
+  // IP (then namespace and name). A publish rebuilds only the shards whose pods changed; the
+  // others are shared with the previous snapshot. Entries view the PodInfos of this
+  // snapshot's namespace views, which keep them alive.
+  struct IpEntry {
+    std::string_view ip;
+    const index::PodInfo* pod = nullptr;
+  };
+  using IpShard = std::vector<IpEntry>;
+  static constexpr std::size_t kIpShards = 1024;
+  using IpIndex = std::vector<std::shared_ptr<const IpShard>>;  // kIpShards, never null
+  static std::size_t ip_shard(std::string_view ip);
   std::shared_ptr<const IpIndex> by_ip;
   std::shared_ptr<const std::map<std::string, std::shared_ptr<const policy::Policy>>> policies;
   std::shared_ptr<const std::set<std::string>> service_accounts;  // "ns/name"
@@ -83,6 +92,16 @@ class SnapshotBuilder {
   Result build(const index::Index& index, const index::Index::Changes& changes);
 
  private:
+  // Pods whose IP entries go (the previous snapshot's PodInfo) or come (the next one's).
+  struct IpChanges {
+    std::vector<const index::PodInfo*> removed, added;
+  };
+  void compile_tables(const index::Index& index, const index::Index::Changes& changes, Result& out);
+  void rebuild_namespace(const index::Index& index, const std::string& ns, Snapshot& next,
+                         Result& out, IpChanges& ips) const;
+  static std::shared_ptr<const Snapshot::IpIndex> apply(const Snapshot::IpIndex* before,
+                                                        const IpChanges& ips);
+
   std::unordered_map<std::uint64_t, std::shared_ptr<const TableEntry>> tables_;
   std::shared_ptr<const Snapshot> last_;
   std::uint64_t revision_ = 0;
