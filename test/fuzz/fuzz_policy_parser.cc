@@ -1,4 +1,4 @@
-// libFuzzer target: arbitrary bytes as a manifest file -> documents -> policies -> tables ->
+// libFuzzer target: arbitrary bytes as a manifest file -> objects -> policies -> tables ->
 // wire round trip -> decisions. Nothing may crash, leak or trip a sanitizer, and a table
 // must survive its own wire format unchanged.
 #include <cstddef>
@@ -16,10 +16,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using namespace tollgate;
   if (size > (1u << 16)) return 0;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  auto docs = policy::parse_documents(text, "fuzz");
-  if (!docs.ok()) return 0;
+  auto objects = source::read_text(text, "fuzz");
+  if (!objects.ok()) return 0;
   source::ClusterState state;
-  for (const auto& d : *docs) source::add_object(state, d.object, d.origin);
+  source::add_objects(state, std::move(*objects));
   policy::Workload w;
   w.namespace_ = "default";
   w.labels = {{"app", "backend"}};

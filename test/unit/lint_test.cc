@@ -23,9 +23,10 @@ struct Linted {
 
 Linted run(const std::string& yaml) {
   Linted l;
-  auto docs = policy::parse_documents(yaml, "t.yaml");
-  REQUIRE(docs.ok());
-  for (const auto& d : *docs) source::add_object(l.state, d.object, d.origin);
+  auto objects = source::read_text(yaml, "t.yaml");
+  INFO((objects.ok() ? "" : objects.error().message));
+  REQUIRE(objects.ok());
+  source::add_objects(l.state, std::move(*objects));
   compile::LintInput in;
   in.policies = l.state.policies;
   in.workloads = l.state.workloads;
