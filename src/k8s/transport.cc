@@ -294,6 +294,8 @@ class BeastTransport final : public Transport {
     if (cec) {
       return util::make_error("cannot connect to " + config_.server + ": " + describe(cec));
     }
+    error_code ignored;  // requests are whole writes; Nagle would only delay them
+    tcp_stream.socket().set_option(tcp::no_delay(true), ignored);
     if (!ctx_) {
       plain_.emplace(std::move(tcp_stream));
       return true;

@@ -127,9 +127,11 @@ simdjson::error_code read_object(od::parser& parser, std::string_view object, st
   return simdjson::SUCCESS;
 }
 
-// Parses one watch line ({"type": ..., "object": {...}}), copied into `padded`.
+// Parses one watch line ({"type": ..., "object": {...}}), copied into `padded`. With
+// `type_only_added`, an ADDED event's object is not read further (a streaming list's initial
+// events: the state's version is the bookmark's).
 simdjson::error_code parse_line(od::parser& parser, od::parser& object_parser, std::string& padded,
-                                std::string_view line, WatchLine& out) {
+                                std::string_view line, bool type_only_added, WatchLine& out) {
   return util::guarded([&]() -> simdjson::error_code {
     od::document doc;
     if (auto err = parser.iterate(util::pad(padded, line)).get(doc)) return err;
@@ -147,6 +149,7 @@ simdjson::error_code parse_line(od::parser& parser, od::parser& object_parser, s
       }
     }
     if (out.type.empty() || out.object.empty()) return simdjson::NO_SUCH_FIELD;
+    if (type_only_added && out.type == "ADDED") return simdjson::SUCCESS;
     // Padding after `object`: the rest of the padded buffer.
     const std::size_t capacity =
         padded.size() - static_cast<std::size_t>(out.object.data() - padded.data());
@@ -522,7 +525,7 @@ bool Watcher::on_line(Stream& s, std::string_view line) {
   progress_ = true;
   s.last_data = Clock::now();
   WatchLine w;
-  if (const auto err = parse_line(s.parser, s.object_parser, s.padded, line, w)) {
+  if (const auto err = parse_line(s.parser, s.object_parser, s.padded, line, s.initial, w)) {
     stats_.bad_lines++;
     util::log_warn("malformed watch event skipped", {{"kind", options_.kind},
                                                      {"error", simdjson::error_message(err)},

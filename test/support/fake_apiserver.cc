@@ -520,6 +520,8 @@ class FakeApiServer::Impl {
         if (ec == net::error::invalid_argument || ec == net::error::bad_descriptor) return;
         continue;
       }
+      // As kube-apiserver (Go's net package) does: no Nagle delay on small watch writes.
+      socket.set_option(tcp::no_delay(true), ec);
       auto conn = std::make_shared<Connection>(std::move(socket));
       std::lock_guard lock(conns_mu_);
       // Reap finished connections; their fds close here, never while someone may shut them down.
@@ -936,7 +938,8 @@ class FakeApiServer::Impl {
     }
 
     Collection& c = *r.collection;
-    std::string first;  // what the watch sends before waiting
+    std::vector<Text> initial;  // the state as synthetic ADDED events, written in chunks
+    std::string first;          // what the watch sends after them, before waiting
     bool expired = false;
     std::uint64_t cursor = 0, bookmark_seq = 0, close_seq = 0;
     double stall_seconds = 0;
@@ -956,7 +959,7 @@ class FakeApiServer::Impl {
         // Synthetic ADDED events for the current state, as the real server does for "" and "0".
         for (const auto& [key, text] : c.items) {
           if (r.ns && key.first != *r.ns) continue;
-          first += event_line(c, "ADDED", *text);
+          initial.push_back(text);
         }
         if (initial_events && bookmarks) first += bookmark_line(c, true);
         cursor = rv_;
@@ -1006,7 +1009,18 @@ class FakeApiServer::Impl {
       return After::kClose;
     }
     if (fault == Fault::kGarbageLine) write_chunk(stream, "{not json\n");
-    write_chunk(stream, first);
+    // The state is written as it is rendered, a megabyte at a time, as the real server
+    // streams from its watch cache: a client can decode while the rest is on its way.
+    std::string chunk;
+    for (const auto& text : initial) {
+      chunk += event_line(c, "ADDED", *text);
+      if (chunk.size() >= (1u << 20)) {
+        write_chunk(stream, chunk);
+        chunk.clear();
+      }
+    }
+    initial.clear();
+    write_chunk(stream, chunk + first);
     if (fault == Fault::kDropMidStream) {
       ::shutdown(conn.fd, SHUT_RDWR);
       return After::kClose;
