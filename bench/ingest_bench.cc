@@ -8,7 +8,9 @@
 //   - a manifest directory holding the same cluster (one file, and 100 files): start ->
 //     ready, RSS, and one changed file -> a parked long-poll on an affected pod answered.
 // Usage: bench/ingest [--scale 21k|100k] [--rounds N] [--churn-seconds S] [--churn-rate R]
-//                     [--no-child] [--no-manifests]
+//                     [--no-child] [--no-manifests] [--serve SECONDS]
+// --serve only serves the generated cluster for that long, with a kubeconfig for it in
+// /tmp/tollgate-bench-kubeconfig (to profile `tollgate run` against it).
 #include <malloc.h>
 
 #include <algorithm>
@@ -49,6 +51,7 @@ struct Args {
   int churn_rate = 1000;  // operations (creates + deletes) per second
   bool child = true;
   bool manifests = true;
+  int serve_seconds = 0;  // only serve the cluster (for profiling a `tollgate run` against it)
 };
 
 Args parse_args(int argc, char** argv) {
@@ -72,6 +75,8 @@ Args parse_args(int argc, char** argv) {
       a.child = false;
     } else if (arg == "--no-manifests") {
       a.manifests = false;
+    } else if (arg == "--serve") {
+      a.serve_seconds = std::stoi(value());
     } else {
       std::fprintf(stderr, "bench/ingest: unknown argument %s\n", arg.c_str());
       std::exit(2);
@@ -404,7 +409,7 @@ struct Live {
 };
 
 void section_policy_latency(testing::FakeApiServer& api, Live& live) {
-  std::vector<double> lat;
+  std::vector<double> lat, build;
   for (int i = 0; i < 200; ++i) {
     std::uint64_t before = 0;
     {
@@ -420,11 +425,14 @@ void section_policy_latency(testing::FakeApiServer& api, Live& live) {
       return;
     }
     lat.push_back(std::chrono::duration<double, std::milli>(live.big_changed_at - start).count());
+    build.push_back(live.pub.stats().last_build_seconds * 1e3);
   }
   std::printf(
       "policy change selecting 1000 pods -> published: p50 %.2f ms, p99 %.2f ms, max %.2f ms "
       "(target p99 <= 5 ms; through the fake's watch stream)\n",
       percentile(lat, 0.5), percentile(lat, 0.99), percentile(lat, 1.0));
+  std::printf("  of which building the snapshot: p50 %.2f ms, p99 %.2f ms\n", percentile(build, 0.5),
+              percentile(build, 0.99));
 }
 
 // Creates and deletes pods at a fixed rate (about 250 churned pods alive), each timed from
@@ -632,6 +640,19 @@ int main(int argc, char** argv) {
       a.spec.pods(), namespaces(a.spec).size(), a.spec.policies(), static_cast<double>(bytes) / 1e6,
       pages.size(), static_cast<double>(bytes) / static_cast<double>(pods.size()) / 1e3, a.rounds);
   std::fflush(stdout);
+  if (a.serve_seconds > 0) {
+    testing::write_file("/tmp/tollgate-bench-kubeconfig",
+                        "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: "
+                        "fake\n  cluster: {server: " +
+                            api.url() +
+                            "}\nusers:\n- name: me\n  user: {}\ncontexts:\n- name: fake\n  "
+                            "context: {cluster: fake, user: me}\n");
+    std::printf("serving %s for %d s; kubeconfig /tmp/tollgate-bench-kubeconfig\n",
+                api.url().c_str(), a.serve_seconds);
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::seconds(a.serve_seconds));
+    return 0;
+  }
   section_client(a, pods, pages, bytes);
   std::fflush(stdout);
   section_ready(a, api);

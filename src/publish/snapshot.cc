@@ -17,6 +17,44 @@ const PodEntry* Snapshot::find(std::string_view ns, std::string_view pod) const 
   return it == namespaces.end() ? nullptr : it->second->find(pod);
 }
 
+PolicyMap::const_iterator& PolicyMap::const_iterator::operator++() {
+  if (++inner_ == outer_->second->end()) {
+    ++outer_;
+    if (outer_ != end_) inner_ = outer_->second->begin();
+  }
+  return *this;
+}
+
+PolicyMap::const_iterator PolicyMap::begin() const {
+  if (shards_.empty()) return end();
+  return const_iterator(shards_.begin(), shards_.end(), shards_.begin()->second->begin());
+}
+
+PolicyMap::const_iterator PolicyMap::end() const {
+  return const_iterator(shards_.end(), shards_.end(), {});
+}
+
+PolicyMap::const_iterator PolicyMap::find(std::string_view key) const {
+  const auto slash = key.find('/');
+  if (slash == std::string_view::npos) return end();
+  auto shard = shards_.find(key.substr(0, slash + 1));
+  if (shard == shards_.end()) return end();
+  auto it = shard->second->find(key);
+  if (it == shard->second->end()) return end();
+  return const_iterator(shard, shards_.end(), it);
+}
+
+void PolicyMap::set_namespace(const std::string& ns, std::shared_ptr<const Shard> shard) {
+  const std::string prefix = ns + "/";
+  if (auto it = shards_.find(prefix); it != shards_.end()) {
+    size_ -= it->second->size();
+    shards_.erase(it);
+  }
+  if (!shard || shard->empty()) return;
+  size_ += shard->size();
+  shards_.emplace(prefix, std::move(shard));
+}
+
 std::size_t Snapshot::ip_shard(std::string_view ip) {
   return std::hash<std::string_view>{}(ip) % kIpShards;
 }
@@ -189,10 +227,20 @@ SnapshotBuilder::Result SnapshotBuilder::build(const index::Index& index,
   if (!next->by_ip || !ips.removed.empty() || !ips.added.empty()) {
     next->by_ip = apply(next->by_ip.get(), ips);
   }
-  if (changes.policies || !next->policies) {
-    next->policies =
-        std::make_shared<const std::map<std::string, std::shared_ptr<const policy::Policy>>>(
-            index.policies());
+  if (!next->policies) next->policies = std::make_shared<const PolicyMap>();
+  if (!changes.policy_namespaces.empty()) {
+    auto policies = std::make_shared<PolicyMap>(*next->policies);
+    for (const auto& ns : changes.policy_namespaces) {
+      auto shard = std::make_shared<PolicyMap::Shard>();
+      const std::string prefix = ns + "/";
+      const auto& all = index.policies();
+      for (auto it = all.lower_bound(prefix); it != all.end() && it->first.starts_with(prefix);
+           ++it) {
+        shard->emplace_hint(shard->end(), *it);
+      }
+      policies->set_namespace(ns, std::move(shard));
+    }
+    next->policies = std::move(policies);
   }
   if (changes.other || !next->service_accounts) {
     next->service_accounts =

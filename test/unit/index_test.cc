@@ -255,8 +255,35 @@ std::string ip_index_problems(const publish::Snapshot& s,
   return out;
 }
 
+TEST_CASE("The snapshot's policies read like a std::map, in key order, one namespace copied") {
+  Harness h;
+  h.sync();
+  // "a-b/..." sorts before "a/..." ('-' < '/'): the shards must come in key order.
+  for (const auto* key : {"a/x", "a-b/y", "a/z", "b/w", "a.c/v"}) {
+    const std::string k = key;
+    const auto slash = k.find('/');
+    h.idx.apply(upsert(mk_policy(k.substr(0, slash), k.substr(slash + 1), R"({"rules":[{}]})"),
+                       Kind::kPolicy));
+  }
+  const auto before = h.publish().policies;
+  std::vector<std::string> keys;
+  for (const auto& [k, p] : *before) keys.push_back(k);
+  CHECK(keys == std::vector<std::string>{"a-b/y", "a.c/v", "a/x", "a/z", "b/w"});
+  CHECK(before->size() == 5);
+  CHECK(before->find("a/z")->second->name == "z");
+  CHECK(before->find("a/q") == before->end());
+  CHECK(before->find("nope") == before->end());
+  h.idx.apply(del(mk_policy("a", "x", "{}"), Kind::kPolicy));
+  const auto after = h.publish().policies;
+  CHECK(after->size() == 4);
+  CHECK(after->find("a/x") == after->end());
+  CHECK(before->find("a/x") != before->end());  // the published one is unchanged
+  CHECK(after->find("b/w")->second == before->find("b/w")->second);
+}
+
 // Random interleavings of pod and policy changes: the incrementally maintained snapshot
-// always equals a compile from scratch of the same objects, and so does its IP index.
+// always equals a compile from scratch of the same objects, and so do its IP index and its
+// policy map.
 TEST_CASE("Incremental snapshots equal a from-scratch compile after random changes") {
   std::mt19937 rng(12345);
   auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
@@ -307,6 +334,14 @@ TEST_CASE("Incremental snapshots equal a from-scratch compile after random chang
       const auto want = testing::from_scratch(pv, podv, policy::MeshConfig{});
       INFO("step " << step << "\n" << testing::diff(testing::published(s), want));
       REQUIRE(testing::published(s) == want);
+      std::vector<std::string> keys, want_keys;
+      for (const auto& [k, p] : *s.policies) {
+        keys.push_back(k);
+        REQUIRE(s.policies->find(k)->second == p);
+      }
+      for (const auto& [k, p] : policies) want_keys.push_back(k);
+      REQUIRE(keys == want_keys);
+      REQUIRE(s.policies->size() == policies.size());
       const std::string ip_problems = ip_index_problems(s, pods);
       INFO("step " << step << "\n" << ip_problems);
       REQUIRE(ip_problems.empty());

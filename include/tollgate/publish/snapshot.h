@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <set>
@@ -37,6 +38,57 @@ struct NamespaceView {
   const PodEntry* find(std::string_view pod) const;
 };
 
+// The cluster's policies by "namespace/name", read as a std::map is (sorted by key, find,
+// size), and kept in one shard per namespace: a change copies that namespace's policies, not
+// all of them. Immutable once published.
+class PolicyMap {
+ public:
+  using Shard = std::map<std::string, std::shared_ptr<const policy::Policy>, std::less<>>;
+  using value_type = Shard::value_type;
+  class const_iterator {
+   public:
+    using iterator_category = std::forward_iterator_tag;
+    using value_type = PolicyMap::value_type;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const value_type*;
+    using reference = const value_type&;
+    const_iterator() = default;
+    reference operator*() const { return *inner_; }
+    pointer operator->() const { return &*inner_; }
+    const_iterator& operator++();
+    const_iterator operator++(int) {
+      auto copy = *this;
+      ++*this;
+      return copy;
+    }
+    bool operator==(const const_iterator& o) const {
+      return outer_ == o.outer_ && (outer_ == end_ || inner_ == o.inner_);
+    }
+
+   private:
+    friend class PolicyMap;
+    using Outer = std::map<std::string, std::shared_ptr<const Shard>, std::less<>>::const_iterator;
+    const_iterator(Outer outer, Outer end, Shard::const_iterator inner)
+        : outer_(outer), end_(end), inner_(inner) {}
+    Outer outer_, end_;
+    Shard::const_iterator inner_;
+  };
+  using iterator = const_iterator;
+
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  const_iterator begin() const;
+  const_iterator end() const;
+  const_iterator find(std::string_view key) const;
+  // The namespace's policies (keys "ns/name"); an empty shard removes the namespace.
+  void set_namespace(const std::string& ns, std::shared_ptr<const Shard> shard);
+
+ private:
+  // By namespace + "/": shards come in the order of their keys.
+  std::map<std::string, std::shared_ptr<const Shard>, std::less<>> shards_;
+  std::size_t size_ = 0;
+};
+
 struct Snapshot {
   std::uint64_t revision = 0;
   bool synced = false;  // every kind has been listed once
@@ -56,7 +108,7 @@ struct Snapshot {
   using IpIndex = std::vector<std::shared_ptr<const IpShard>>;  // kIpShards, never null
   static std::size_t ip_shard(std::string_view ip);
   std::shared_ptr<const IpIndex> by_ip;
-  std::shared_ptr<const std::map<std::string, std::shared_ptr<const policy::Policy>>> policies;
+  std::shared_ptr<const PolicyMap> policies;
   std::shared_ptr<const std::set<std::string>> service_accounts;  // "ns/name"
   std::shared_ptr<const std::set<std::string>> namespace_names;
   std::size_t pods = 0, tables = 0;
