@@ -9,6 +9,10 @@
 //     ready, RSS, and one changed file -> a parked long-poll on an affected pod answered.
 // Usage: bench/ingest [--scale 21k|100k] [--rounds N] [--churn-seconds S] [--churn-rate R]
 //                     [--no-child] [--no-manifests] [--serve SECONDS]
+//                     [--only client,ready,child,latency,churn,manifests]
+//                     [--write-manifests DIR FILES]
+// --write-manifests only writes the cluster as FILES JSON Lists into DIR (for
+// `tollgate run --manifests DIR`).
 // --serve only serves the generated cluster for that long, with a kubeconfig for it in
 // /tmp/tollgate-bench-kubeconfig (to profile `tollgate run` against it).
 #include <malloc.h>
@@ -52,6 +56,13 @@ struct Args {
   bool child = true;
   bool manifests = true;
   int serve_seconds = 0;  // only serve the cluster (for profiling a `tollgate run` against it)
+  std::string only;       // comma-separated sections to run; empty: all
+  std::string write_manifests;  // only write the cluster's manifests into this directory
+  int manifest_files = 1;
+  bool run(const char* section) const {
+    return only.empty() ||
+           ("," + only + ",").find(std::string(",") + section + ",") != std::string::npos;
+  }
 };
 
 Args parse_args(int argc, char** argv) {
@@ -75,6 +86,11 @@ Args parse_args(int argc, char** argv) {
       a.child = false;
     } else if (arg == "--no-manifests") {
       a.manifests = false;
+    } else if (arg == "--write-manifests") {
+      a.write_manifests = value();
+      a.manifest_files = std::stoi(value());
+    } else if (arg == "--only") {
+      a.only = value();
     } else if (arg == "--serve") {
       a.serve_seconds = std::stoi(value());
     } else {
@@ -333,7 +349,7 @@ void section_child(const Args& a, const testing::FakeApiServer& api) {
                           api.url() +
                           "}\nusers:\n- name: me\n  user: {}\ncontexts:\n- name: fake\n  "
                           "context: {cluster: fake, user: me}\n");
-  std::vector<double> ready, rss, peak;
+  std::vector<double> ready, rss, peak, cpu, wait;
   for (int r = 0; r < a.rounds; ++r) {
     Child c;
     if (!start_child(c, TOLLGATE_BINARY, {"--kubeconfig", (dir.path() / "kubeconfig").string()},
@@ -341,6 +357,8 @@ void section_child(const Args& a, const testing::FakeApiServer& api) {
       std::printf("tollgate run --kubeconfig did not become ready (%s)\n", c.log.c_str());
       return;
     }
+    cpu.push_back(c.cpu_seconds());
+    wait.push_back(c.runqueue_wait_seconds());
     std::this_thread::sleep_for(1s);  // let the first snapshots' garbage go
     ready.push_back(c.ready_seconds);
     rss.push_back(static_cast<double>(c.rss_kib()) / 1024.0);
@@ -348,6 +366,10 @@ void section_child(const Args& a, const testing::FakeApiServer& api) {
   }
   std::printf("tollgate run --kubeconfig (a separate process): start -> ready %s\n",
               range(ready, "ms", 1e3).c_str());
+  std::printf(
+      "  its CPU time until ready %s; its threads waited for a CPU %s (the machine is "
+      "shared)\n",
+      range(cpu, "ms", 1e3).c_str(), range(wait, "ms", 1e3).c_str());
   std::printf("  whole-process RSS once ready: %s; peak %s (target <= 400 MiB)\n",
               range(rss, "MiB").c_str(), range(peak, "MiB").c_str());
 }
@@ -431,8 +453,8 @@ void section_policy_latency(testing::FakeApiServer& api, Live& live) {
       "policy change selecting 1000 pods -> published: p50 %.2f ms, p99 %.2f ms, max %.2f ms "
       "(target p99 <= 5 ms; through the fake's watch stream)\n",
       percentile(lat, 0.5), percentile(lat, 0.99), percentile(lat, 1.0));
-  std::printf("  of which building the snapshot: p50 %.2f ms, p99 %.2f ms\n", percentile(build, 0.5),
-              percentile(build, 0.99));
+  std::printf("  of which building the snapshot: p50 %.2f ms, p99 %.2f ms\n",
+              percentile(build, 0.5), percentile(build, 0.99));
 }
 
 // Creates and deletes pods at a fixed rate (about 250 churned pods alive), each timed from
@@ -581,7 +603,7 @@ void section_manifests(const Args& a) {
     const auto manifests = dir.path() / "manifests";
     std::filesystem::create_directory(manifests);
     const std::size_t bytes = write_manifests(a.spec, manifests, files);
-    std::vector<double> ready, rss, peak, change;
+    std::vector<double> ready, rss, peak, change, cpu, wait;
     for (int r = 0; r < a.rounds; ++r) {
       std::filesystem::remove(manifests / "zz-extra.json");
       Child c;
@@ -590,6 +612,8 @@ void section_manifests(const Args& a) {
         std::printf("tollgate run --manifests did not become ready (%s)\n", c.log.c_str());
         return;
       }
+      cpu.push_back(c.cpu_seconds());
+      wait.push_back(c.runqueue_wait_seconds());
       std::this_thread::sleep_for(1s);
       ready.push_back(c.ready_seconds);
       rss.push_back(static_cast<double>(c.rss_kib()) / 1024.0);
@@ -599,6 +623,8 @@ void section_manifests(const Args& a) {
     std::printf("tollgate run --manifests, %d file%s (%.0f MB of JSON Lists): start -> ready %s\n",
                 files, files == 1 ? "" : "s", static_cast<double>(bytes) / 1e6,
                 range(ready, "ms", 1e3).c_str());
+    std::printf("  its CPU time until ready %s; its threads waited for a CPU %s\n",
+                range(cpu, "ms", 1e3).c_str(), range(wait, "ms", 1e3).c_str());
     std::printf("  whole-process RSS once ready: %s; peak %s\n", range(rss, "MiB").c_str(),
                 range(peak, "MiB").c_str());
     std::printf(
@@ -613,6 +639,13 @@ void section_manifests(const Args& a) {
 int main(int argc, char** argv) {
   util::log_threshold() = util::LogLevel::kWarn;
   const Args a = parse_args(argc, argv);
+  if (!a.write_manifests.empty()) {
+    std::filesystem::create_directories(a.write_manifests);
+    const auto bytes = write_manifests(a.spec, a.write_manifests, a.manifest_files);
+    std::printf("wrote %.0f MB in %d files to %s\n", static_cast<double>(bytes) / 1e6,
+                a.manifest_files, a.write_manifests.c_str());
+    return 0;
+  }
   std::printf("bench/ingest --scale %s: generating the cluster...\n", a.scale);
   testing::FakeApiServer api;
   api.add_collection(kPodsPath, "PodList", "v1", false);
@@ -653,19 +686,19 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::seconds(a.serve_seconds));
     return 0;
   }
-  section_client(a, pods, pages, bytes);
+  if (a.run("client")) section_client(a, pods, pages, bytes);
   std::fflush(stdout);
-  section_ready(a, api);
+  if (a.run("ready")) section_ready(a, api);
   std::fflush(stdout);
-  if (a.child) section_child(a, api);
+  if (a.child && a.run("child")) section_child(a, api);
   std::fflush(stdout);
-  {
+  if (a.run("latency") || a.run("churn")) {
     Live live(api);
-    section_policy_latency(api, live);
+    if (a.run("latency")) section_policy_latency(api, live);
     std::fflush(stdout);
-    if (a.churn_seconds > 0) section_churn(a, api, live);
+    if (a.churn_seconds > 0 && a.run("churn")) section_churn(a, api, live);
   }
   std::fflush(stdout);
-  if (a.manifests) section_manifests(a);
+  if (a.manifests && a.run("manifests")) section_manifests(a);
   return 0;
 }

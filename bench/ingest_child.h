@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -49,6 +50,27 @@ struct Child {
     pid = -1;
   }
   std::size_t rss_kib() const { return status_kib(pid, "VmRSS:"); }
+  // CPU time used (user + system), and the time its threads waited for a CPU (schedstat):
+  // on a shared machine the second says how much of the wall time was other people's.
+  double cpu_seconds() const {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string f;
+    double ticks = 0;
+    for (int i = 1; i <= 15 && in >> f; ++i) {
+      if (i == 14 || i == 15) ticks += std::stod(f);
+    }
+    return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
+  double runqueue_wait_seconds() const {
+    double ns = 0;
+    for (const auto& t :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+      std::ifstream in(t.path() / "schedstat");
+      double run = 0, wait = 0;
+      if (in >> run >> wait) ns += wait;
+    }
+    return ns / 1e9;
+  }
   std::size_t peak_kib() const { return status_kib(pid, "VmHWM:"); }
 };
 

@@ -275,8 +275,10 @@ class YamlReader {
   std::map<std::string, Anchored> anchors_;
 };
 
-// One object (or a List of them) as JSON text, already validated: its kind and apiVersion,
-// and a List's items, found without building it.
+// One object (or a List of them) as JSON text, already validated (so it is not checked
+// again): its kind and apiVersion, and a List's items, found without building it. The
+// members are read until the kind shows the object is not a List (kubectl writes kind
+// first); a List's items are collected as they are passed, in the same pass.
 util::Result<bool> flatten(std::string_view text, const std::string& origin, int depth,
                            const ObjectFn& on_object) {
   const std::size_t start = text.find_first_not_of(" \t\r\n");
@@ -285,27 +287,40 @@ util::Result<bool> flatten(std::string_view text, const std::string& origin, int
     return util::make_error(origin + ": a document must be an object (a Kubernetes object)");
   }
   ObjectText o{text, "", "", origin};
-  std::string_view items;
-  TOLLGATE_TRY(scanned,
-               json_scan::for_each_member(
-                   text, [&](std::string_view key, std::string_view value) -> util::Result<bool> {
-                     if (key == "kind" || key == "apiVersion") {
-                       auto v = json_scan::string_value(value);
-                       (key == "kind" ? o.kind : o.api_version) = v.ok() ? *v : "";
-                     } else if (key == "items") {
-                       items = value;
-                     }
-                     return true;
-                   }));
-  (void)scanned;
-  const bool list = o.kind.size() >= 4 && o.kind.compare(o.kind.size() - 4, 4, "List") == 0;
-  if (!list || items.empty() || items.front() != '[' || depth >= 4) return on_object(o);
-  int i = 0;
-  TOLLGATE_TRY(done, json_scan::for_each_element(items, [&](std::string_view item) {
-                 return flatten(item, origin + ".items[" + std::to_string(i++) + "]", depth + 1,
-                                on_object);
-               }));
-  return done;
+  std::vector<std::string_view> items;
+  bool has_items = false;
+  constexpr std::string_view kStop = "stop";  // not a List: the rest is not needed
+  auto is_list = [](const std::string& kind) {
+    return kind.size() >= 4 && kind.compare(kind.size() - 4, 4, "List") == 0;
+  };
+  auto member = [&](std::string_view key, std::string_view value) -> util::Result<bool> {
+    if (key == "kind" || key == "apiVersion") {
+      auto v = json_scan::string_value(value);
+      (key == "kind" ? o.kind : o.api_version) = v.ok() ? *v : "";
+      if (!o.kind.empty() && !o.api_version.empty() && !is_list(o.kind)) {
+        return util::make_error(std::string(kStop));
+      }
+    } else if (key == "items" && !value.empty() && value.front() == '[' && depth < 4) {
+      has_items = true;
+      return json_scan::for_each_element(
+          value,
+          [&](std::string_view item) {
+            items.push_back(item);
+            return util::Result<bool>(true);
+          },
+          true);
+    }
+    return true;
+  };
+  auto scanned = json_scan::for_each_member(text, member, true);
+  if (!scanned.ok() && scanned.error().message != kStop) return scanned.error();
+  if (!is_list(o.kind) || !has_items) return on_object(o);
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    TOLLGATE_TRY(done, flatten(items[i], origin + ".items[" + std::to_string(i) + "]", depth + 1,
+                               on_object));
+    (void)done;
+  }
+  return true;
 }
 
 // JSON text: validated first (a file that does not parse hands over nothing), then flattened
@@ -326,9 +341,12 @@ util::Result<bool> for_each_json_object(std::string_view text, const std::string
   const std::size_t start = text.find_first_not_of(" \t\r\n");
   if (text[start] == '{') return flatten(text, origin, 0, on_object);
   int i = 0;
-  return json_scan::for_each_element(text, [&](std::string_view e) {
-    return flatten(e, origin + "[" + std::to_string(i++) + "]", 0, on_object);
-  });
+  return json_scan::for_each_element(
+      text,
+      [&](std::string_view e) {
+        return flatten(e, origin + "[" + std::to_string(i++) + "]", 0, on_object);
+      },
+      true);
 }
 
 // YAML, one document at a time. A document is named "origin#N" when the text holds several,

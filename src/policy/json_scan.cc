@@ -1,5 +1,6 @@
 #include "tollgate/policy/json_scan.h"
 
+#include <cstring>
 #include <vector>
 
 namespace tollgate::policy::json_scan {
@@ -30,16 +31,28 @@ util::Error error_at(std::string_view t, std::size_t i, const std::string& what)
                           ": " + what);
 }
 
+// The bytes that end a run of plain string content: '"', '\\' and control characters.
+struct StringStops {
+  bool stop[256] = {};
+  constexpr StringStops() {
+    for (int c = 0; c < 0x20; ++c) stop[c] = true;
+    stop[static_cast<unsigned char>('"')] = true;
+    stop[static_cast<unsigned char>('\\')] = true;
+  }
+};
+constexpr StringStops kStringStops;
+
 // Past the string token starting at t[i] == '"', or kNpos (with `why`) when it is malformed.
 std::size_t string_end(std::string_view t, std::size_t i, const char*& why) {
   ++i;
   const std::size_t n = t.size();
+  const auto* p = reinterpret_cast<const unsigned char*>(t.data());
   for (;;) {
-    while (i < n) {
-      const auto c = static_cast<unsigned char>(t[i]);
-      if (c == '"' || c == '\\' || c < 0x20) break;
-      ++i;
+    while (i + 4 <= n && !kStringStops.stop[p[i]] && !kStringStops.stop[p[i + 1]] &&
+           !kStringStops.stop[p[i + 2]] && !kStringStops.stop[p[i + 3]]) {
+      i += 4;
     }
+    while (i < n && !kStringStops.stop[p[i]]) ++i;
     if (i >= n) {
       why = "a string is not terminated";
       return kNpos;
@@ -82,8 +95,10 @@ std::size_t string_end(std::string_view t, std::size_t i, const char*& why) {
 
 // Past the number or literal (true, false, null) at t[i], or kNpos.
 std::size_t scalar_end(std::string_view t, std::size_t i) {
-  for (const std::string_view lit : {"true", "false", "null"}) {
-    if (t.substr(i, lit.size()) == lit) return i + lit.size();
+  const char c = t[i];
+  if (c == 't' || c == 'f' || c == 'n') {
+    const std::string_view lit = c == 't' ? "true" : c == 'f' ? "false" : "null";
+    return t.substr(i, lit.size()) == lit ? i + lit.size() : kNpos;
   }
   const std::size_t n = t.size();
   std::size_t k = i;
@@ -106,6 +121,45 @@ std::size_t scalar_end(std::string_view t, std::size_t i) {
     while (k < n && is_digit(t[k])) ++k;
   }
   return k;
+}
+
+// Past the string token at t[i] == '"' in text already validated: the next quote that no
+// backslash escapes.
+std::size_t validated_string_end(std::string_view t, std::size_t i) {
+  for (++i;;) {
+    const void* q = std::memchr(t.data() + i, '"', t.size() - i);
+    if (q == nullptr) return t.size();
+    const auto k = static_cast<std::size_t>(static_cast<const char*>(q) - t.data());
+    std::size_t j = k;
+    while (j > i && t[j - 1] == '\\') --j;
+    if ((k - j) % 2 == 0) return k + 1;
+    i = k + 1;
+  }
+}
+
+// Past the value at t[i] in text already validated: only strings and nesting are followed.
+std::size_t validated_value_end(std::string_view t, std::size_t i) {
+  const char first = t[i];
+  if (first == '"') return validated_string_end(t, i);
+  if (first != '{' && first != '[') {  // a number or a literal
+    while (i < t.size() && !is_space(t[i]) && t[i] != ',' && t[i] != '}' && t[i] != ']') ++i;
+    return i;
+  }
+  int depth = 0;
+  while (i < t.size()) {
+    const char c = t[i];
+    if (c == '"') {
+      i = validated_string_end(t, i);
+      continue;
+    }
+    ++i;
+    if (c == '{' || c == '[') {
+      ++depth;
+    } else if ((c == '}' || c == ']') && --depth == 0) {
+      return i;
+    }
+  }
+  return i;
 }
 
 // After "{" or ",": whitespace, a key string, whitespace, ':'. Returns past the ':'.
@@ -208,7 +262,7 @@ util::Result<std::size_t> value_end(std::string_view t, std::size_t i) {
   }
 }
 
-util::Result<bool> for_each_member(std::string_view t, const MemberFn& on_member) {
+util::Result<bool> for_each_member(std::string_view t, const MemberFn& on_member, bool validated) {
   std::size_t i = skip_space(t, 0);
   if (i >= t.size() || t[i] != '{') return error_at(t, i, "expected an object");
   i = skip_space(t, i + 1);
@@ -218,13 +272,15 @@ util::Result<bool> for_each_member(std::string_view t, const MemberFn& on_member
     for (;;) {
       if (i >= t.size() || t[i] != '"') return error_at(t, i, "expected a string key");
       const char* why = "";
-      const std::size_t key_end = string_end(t, i, why);
+      const std::size_t key_end = validated ? validated_string_end(t, i) : string_end(t, i, why);
       if (key_end == kNpos) return error_at(t, i, why);
       TOLLGATE_TRY(key, string_value(t.substr(i, key_end - i)));
       i = skip_space(t, key_end);
       if (i >= t.size() || t[i] != ':') return error_at(t, i, "expected ':'");
       const std::size_t start = skip_space(t, i + 1);
-      TOLLGATE_TRY(end, value_end(t, start));
+      if (start >= t.size()) return error_at(t, start, "expected a value");
+      TOLLGATE_TRY(end, validated ? util::Result<std::size_t>(validated_value_end(t, start))
+                                  : value_end(t, start));
       TOLLGATE_TRY(go_on, on_member(key, t.substr(start, end - start)));
       (void)go_on;
       i = skip_space(t, end);
@@ -240,7 +296,8 @@ util::Result<bool> for_each_member(std::string_view t, const MemberFn& on_member
   return true;
 }
 
-util::Result<bool> for_each_element(std::string_view t, const ElementFn& on_element) {
+util::Result<bool> for_each_element(std::string_view t, const ElementFn& on_element,
+                                    bool validated) {
   std::size_t i = skip_space(t, 0);
   if (i >= t.size() || t[i] != '[') return error_at(t, i, "expected an array");
   i = skip_space(t, i + 1);
@@ -249,7 +306,9 @@ util::Result<bool> for_each_element(std::string_view t, const ElementFn& on_elem
   } else {
     for (;;) {
       const std::size_t start = skip_space(t, i);
-      TOLLGATE_TRY(end, value_end(t, start));
+      if (start >= t.size()) return error_at(t, start, "expected a value");
+      TOLLGATE_TRY(end, validated ? util::Result<std::size_t>(validated_value_end(t, start))
+                                  : value_end(t, start));
       TOLLGATE_TRY(go_on, on_element(t.substr(start, end - start)));
       (void)go_on;
       i = skip_space(t, end);

@@ -29,6 +29,10 @@ struct Split {
 
 Split split(FileObjects f) {
   Split s;
+  s.objects[static_cast<int>(index::Kind::kPolicy)].reserve(f.policies.size());
+  s.objects[static_cast<int>(index::Kind::kPod)].reserve(f.pods.size());
+  s.objects[static_cast<int>(index::Kind::kServiceAccount)].reserve(f.service_accounts.size());
+  s.objects[static_cast<int>(index::Kind::kNamespace)].reserve(f.namespaces.size());
   for (auto& p : f.policies) {
     s.objects[static_cast<int>(index::Kind::kPolicy)].emplace_back(std::move(p));
   }
@@ -111,9 +115,13 @@ std::vector<std::string> DirectorySource::load_all() {
     }
     Split s = split(std::move(*objects));
     for (int k = 0; k < kKinds; ++k) {
-      for (auto& o : s.objects[k]) {
-        st.keys[k].push_back(index::object_key(o));
-        all[k].push_back(std::move(o));
+      st.keys[k].reserve(s.objects[k].size());
+      for (const auto& o : s.objects[k]) st.keys[k].push_back(index::object_key(o));
+      if (all[k].empty()) {
+        all[k] = std::move(s.objects[k]);
+      } else {
+        all[k].insert(all[k].end(), std::make_move_iterator(s.objects[k].begin()),
+                      std::make_move_iterator(s.objects[k].end()));
       }
       std::sort(st.keys[k].begin(), st.keys[k].end());
       st.keys[k].erase(std::unique(st.keys[k].begin(), st.keys[k].end()), st.keys[k].end());

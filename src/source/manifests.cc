@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 
 namespace tollgate::source {
 namespace {
@@ -106,41 +107,50 @@ util::Result<bool> add(FileObjects& f, const policy::ObjectText& o) {
   return true;
 }
 
+// A file's bytes, read into memory that is not zeroed first (a 200 MB export would be
+// written twice).
+struct Bytes {
+  std::unique_ptr<char[]> data;
+  std::size_t size = 0;
+  std::string_view view() const { return {data.get(), size}; }
+};
+
 // The whole file, at most `max` bytes.
-util::Result<std::string> slurp(const std::string& path, std::uint64_t max) {
+util::Result<Bytes> slurp(const std::string& path, std::uint64_t max) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return util::make_error(path + ": " + std::strerror(errno));
   struct stat st {};
-  std::string buf;
+  Bytes buf;
   std::string error;
+  std::size_t capacity = 0;
   if (::fstat(fd, &st) != 0) {
     error = std::strerror(errno);
   } else if (static_cast<std::uint64_t>(st.st_size) > max) {
     error = std::to_string(st.st_size) + " bytes, more than the limit of " + std::to_string(max) +
             " (--max-manifest-bytes)";
   } else {
-    buf.resize(static_cast<std::size_t>(st.st_size) + 1);  // +1: see a file that grew
-    std::size_t got = 0;
-    for (;;) {
-      if (got == buf.size()) {
-        if (buf.size() > max) break;
-        buf.resize(std::min<std::uint64_t>(buf.size() * 2, max + 1));
-      }
-      const ssize_t n = ::read(fd, buf.data() + got, buf.size() - got);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        error = std::strerror(errno);
-        break;
-      }
-      if (n == 0) break;
-      got += static_cast<std::size_t>(n);
+    capacity = static_cast<std::size_t>(st.st_size) + 1;  // +1: see a file that grew
+    buf.data.reset(new char[capacity]);
+  }
+  while (error.empty()) {
+    if (buf.size == capacity) {
+      if (capacity > max) break;
+      const std::size_t bigger = std::min<std::uint64_t>(capacity * 2, max + 1);
+      std::unique_ptr<char[]> grown(new char[bigger]);
+      std::memcpy(grown.get(), buf.data.get(), buf.size);
+      buf.data = std::move(grown);
+      capacity = bigger;
     }
-    buf.resize(got);
-    if (error.empty() && got > max) {
-      error = "more than the limit of " + std::to_string(max) + " bytes (--max-manifest-bytes)";
-    }
+    const ssize_t n = ::read(fd, buf.data.get() + buf.size, capacity - buf.size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) error = std::strerror(errno);
+    if (n <= 0) break;
+    buf.size += static_cast<std::size_t>(n);
   }
   ::close(fd);
+  if (error.empty() && buf.size > max) {
+    error = "more than the limit of " + std::to_string(max) + " bytes (--max-manifest-bytes)";
+  }
   if (!error.empty()) return util::make_error(path + ": " + error);
   return buf;
 }
@@ -158,8 +168,8 @@ util::Result<FileObjects> read_text(std::string_view text, const std::string& or
 }
 
 util::Result<FileObjects> read_file(const std::string& path, const ReadOptions& options) {
-  TOLLGATE_TRY(text, slurp(path, options.max_file_bytes));
-  return read_text(text, path);
+  TOLLGATE_TRY(bytes, slurp(path, options.max_file_bytes));
+  return read_text(bytes.view(), path);
 }
 
 std::vector<std::string> list_files(const std::vector<std::string>& paths,

@@ -146,3 +146,32 @@ TEST_CASE("Nesting deeper than the limit is an error, not a crash") {
 
 }  // namespace
 }  // namespace tollgate
+
+namespace tollgate {
+namespace {
+
+std::vector<std::string> members_of(std::string_view text, bool validated) {
+  std::vector<std::string> out;
+  auto r = policy::json_scan::for_each_member(
+      text,
+      [&](std::string_view k, std::string_view v) {
+        out.push_back(std::string(k) + "=" + std::string(v));
+        return util::Result<bool>(true);
+      },
+      validated);
+  if (!r.ok()) out.push_back("error: " + r.error().message);
+  return out;
+}
+
+TEST_CASE("Scanning text known to be valid finds the same members, escapes and all") {
+  for (const std::string text :
+       {R"({"a":"x\"y","b\\":"\\","c":[1,"]",{"d":"}"}],"e":-1.5e3,"f":null,"g":{}})",
+        R"( { "k" : "\\\"" , "l" : [ ] } )", R"({"s":"\\\\","t":true})", "{}"}) {
+    INFO(text);
+    REQUIRE(policy::json_scan::value_end(text, 0).ok());
+    CHECK(members_of(text, true) == members_of(text, false));
+  }
+}
+
+}  // namespace
+}  // namespace tollgate
