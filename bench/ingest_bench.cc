@@ -637,7 +637,7 @@ void section_manifests(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  util::log_threshold() = util::LogLevel::kWarn;
+  util::set_log_level(util::LogLevel::kWarn);
   const Args a = parse_args(argc, argv);
   if (!a.write_manifests.empty()) {
     std::filesystem::create_directories(a.write_manifests);

@@ -7,7 +7,7 @@ packages=(
   build-essential g++ cmake ninja-build pkg-config git ca-certificates
   clang libclang-rt-14-dev clang-format clang-tidy
   libboost-dev libboost-system-dev libssl-dev
-  nlohmann-json3-dev libsimdjson-dev libyaml-dev libcli11-dev libspdlog-dev
+  nlohmann-json3-dev libsimdjson-dev libyaml-dev libcli11-dev
   catch2 librapidcheck-dev prometheus-cpp-dev
   wrk nginx-light  # bench/serve
 )

@@ -1,26 +1,26 @@
 // `tollgate check` and `tollgate lint` over manifest files.
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "tollgate/app/commands.h"
 #include "tollgate/compile/compile.h"
-#include "tollgate/compile/lint.h"
 #include "tollgate/eval/evaluate.h"
+#include "tollgate/lint/lint.h"
 #include "tollgate/source/manifests.h"
+#include "tollgate/util/file.h"
 
 namespace tollgate::app {
 
 using nlohmann::json;
 
+// A request or mesh settings, not a cluster: a generous cap that still stops /dev/zero.
+constexpr std::size_t kMaxArgumentFileBytes = std::size_t{64} << 20;
+
 util::Result<json> json_arg(const std::string& text, const char* what) {
   std::string body = text;
   if (!text.empty() && text[0] == '@') {
-    std::ifstream in(text.substr(1));
-    if (!in) return util::make_error(std::string(what) + ": cannot read " + text.substr(1));
-    std::ostringstream b;
-    b << in.rdbuf();
-    body = b.str();
+    auto read = util::read_file(text.substr(1), kMaxArgumentFileBytes);
+    if (!read.ok()) return util::make_error(std::string(what) + ": " + read.error().message);
+    body = std::move(*read);
   }
   if (body.empty()) return json();
   try {
@@ -174,7 +174,7 @@ int run_check(const CheckOptions& o) {
   json dj = eval::decision_json(table, d, prepared);
   // When ALLOW policies apply and none matched, say why each ALLOW rule missed.
   Misses misses;
-  if (d.why == eval::Why::kNoAllowMatched) {
+  if (d.cause == eval::Cause::kNoAllowMatched) {
     for (const auto& rule : table.allow) {
       if (misses.size() == 10) break;
       misses.emplace_back(&rule, eval::mismatch(rule, prepared));
@@ -200,14 +200,16 @@ int run_lint(const LintOptions& o) {
     std::cerr << "tollgate: --mesh: " << mesh.error().message << "\n";
     return 2;
   }
-  compile::LintInput in;
-  in.policies = s.policies;
+  std::vector<const policy::Policy*> policies;
+  for (const auto& p : s.policies) policies.push_back(&p);
+  lint::Context in;
+  in.policies = policies;
   in.workloads = s.workloads;
   in.services = s.services;
   in.service_accounts = &s.service_accounts;
   in.namespaces = &s.namespaces;
   in.mesh = *mesh;
-  const auto findings = compile::lint(in);
+  const auto findings = lint::lint_all(in);
   int errors = 0;
   for (const auto& f : findings) errors += f.severity == policy::Finding::Severity::kError;
   if (o.output == "json") {

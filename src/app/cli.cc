@@ -4,21 +4,26 @@
 #include <iostream>
 
 #include "tollgate/app/commands.h"
+#include "tollgate/util/log.h"
 
 namespace tollgate::app {
 
 namespace {
+
+void add_max_manifest_bytes(CLI::App& cmd, std::uint64_t& value) {
+  cmd.add_option("--max-manifest-bytes", value,
+                 "the largest manifest file read; a larger one is an error (for run: not ready "
+                 "at start, the last good version later)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+}
 
 // `run`'s options.
 CLI::App* add_run(CLI::App& app, RunOptions& run) {
   auto* rn = app.add_subcommand("run", "Run the controller: watch a cluster or manifests");
   rn->add_option("--manifests", run.manifests,
                  "manifest files or directories read as the cluster (watched for changes)");
-  rn->add_option("--max-manifest-bytes", run.max_manifest_bytes,
-                 "the largest manifest file read; a larger one is an error (not ready at start, "
-                 "the last good version later)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  add_max_manifest_bytes(*rn, run.max_manifest_bytes);
   rn->add_option("--kubeconfig", run.kubeconfig, "watch the cluster this kubeconfig names");
   rn->add_flag("--once", run.once, "print every workload's table once synced, then exit");
   rn->add_option("--root-namespace", run.root_namespace, "Istio's root namespace")
@@ -54,6 +59,11 @@ int run_cli(int argc, char** argv) {
   CLI::App app{"tollgate: Istio AuthorizationPolicy decisions, compiled and served"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tollgate 0.1.0");
+  app.fallthrough();  // --log-level may follow the subcommand
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "debug, info, warn or error (JSON lines on stderr)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"debug", "info", "warn", "warning", "error"}));
 
   bool jsonl = false;
   auto* eval = app.add_subcommand(
@@ -68,15 +78,13 @@ int run_cli(int argc, char** argv) {
   CheckOptions check;
   auto* chk = app.add_subcommand("check", "Decide one request against manifests, explained");
   chk->add_option("-f,--filename", check.files, "manifest files or directories")->required();
-  chk->add_option("--max-manifest-bytes", check.max_manifest_bytes,
-                  "the largest manifest file read; a larger one is an error")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  add_max_manifest_bytes(*chk, check.max_manifest_bytes);
   chk->add_option("--workload", check.workload,
                   "NAMESPACE/POD (a pod or workload in the manifests), or "
                   "NAMESPACE/LABEL=VALUE,.../SERVICEACCOUNT")
       ->required();
-  chk->add_option("--request", check.request, "the request as JSON (API.md), or @FILE")->required();
+  chk->add_option("--request", check.request, "the request as JSON (docs/api.md), or @FILE")
+      ->required();
   chk->add_option("--mesh", check.mesh, "mesh settings as JSON, or @FILE");
   chk->add_option("-o,--output", check.output, "text or json")
       ->check(CLI::IsMember({"text", "json"}));
@@ -84,10 +92,7 @@ int run_cli(int argc, char** argv) {
   LintOptions lint;
   auto* lnt = app.add_subcommand("lint", "Report policies that cannot do what they mean");
   lnt->add_option("-f,--filename", lint.files, "manifest files or directories")->required();
-  lnt->add_option("--max-manifest-bytes", lint.max_manifest_bytes,
-                  "the largest manifest file read; a larger one is an error")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  add_max_manifest_bytes(*lnt, lint.max_manifest_bytes);
   lnt->add_option("--mesh", lint.mesh, "mesh settings as JSON, or @FILE");
   lnt->add_option("-o,--output", lint.output, "text or json")
       ->check(CLI::IsMember({"text", "json"}));
@@ -100,6 +105,7 @@ int run_cli(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  util::set_log_level(*util::parse_log_level(log_level));
   try {
     if (*eval) {
       std::ios::sync_with_stdio(false);
@@ -107,7 +113,7 @@ int run_cli(int argc, char** argv) {
     }
     if (*chk) return run_check(check);
     if (*lnt) return run_lint(lint);
-    if (*rn) return run_run(run);
+    if (*rn) return run_controller(run);
   } catch (const std::exception& e) {
     std::cerr << "tollgate: " << e.what() << "\n";
     return 2;

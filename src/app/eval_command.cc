@@ -15,6 +15,7 @@
 #include "tollgate/eval/evaluate.h"
 #include "tollgate/policy/parse.h"
 #include "tollgate/policy/values.h"
+#include "tollgate/util/strings.h"
 
 namespace tollgate::app {
 namespace {
@@ -244,7 +245,7 @@ class LineEvaluator {
           std::string_view k, s;
           if (f.unescaped_key().get(k) || f.value().get_string().get(s)) return false;
           std::string lower(k);
-          for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+          util::to_lower(lower);
           for (const auto& h : r.headers) {
             if (h.first == lower) return false;  // repeated names: joined by the full parser
           }
@@ -268,7 +269,7 @@ class LineEvaluator {
       }
     }
     if (!r.remote_ip) r.remote_ip = r.source_ip;
-    return true;
+    return !eval::request_principal_conflict(r);  // the full parser words the error
   }
 
   const Compiled* lookup(std::string_view policies, std::string_view workload,

@@ -14,6 +14,7 @@
 #include "tollgate/publish/publisher.h"
 #include "tollgate/server/server.h"
 #include "tollgate/source/directory.h"
+#include "tollgate/util/json_text.h"
 #include "tollgate/util/log.h"
 
 namespace tollgate::app {
@@ -148,7 +149,7 @@ util::Result<bool> start_sources(const RunOptions& o,
 
 }  // namespace
 
-int run_run(const RunOptions& o) {
+int run_controller(const RunOptions& o) {
   auto mesh = mesh_from(o);
   if (!mesh.ok()) {
     std::cerr << "tollgate: " << mesh.error().message << "\n";

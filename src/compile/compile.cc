@@ -1,5 +1,6 @@
 // Policies -> DecisionTable, after Istio's pilot/pkg/security/authz/{builder,model}.
 #include "tollgate/compile/compile.h"
+#include "tollgate/util/strings.h"
 
 #include <algorithm>
 #include <map>
@@ -66,7 +67,7 @@ util::Result<std::vector<std::string>> canonical(Attr attr, const std::string& v
       return std::vector{value};
     case Attr::kHost: {
       std::string lower = value;
-      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      util::to_lower(lower);
       return std::vector{lower};
     }
     case Attr::kSourceIp:
@@ -87,7 +88,7 @@ struct RuleBuilder {
   bool dropped = false;          // ALLOW: the rule cannot be generated at all
   std::vector<std::string> why;  // reasons for dropped values / rules
 
-  // Returns the predicates for one Match (0, 1 or 2: values and notValues).
+  // Appends the predicates of one Match to `out` (0, 1 or 2: values and notValues).
   void add(const policy::Match& m, std::vector<Predicate>& out) {
     add_side(m, m.values, m.bad_values, false, m.values_path, out);
     add_side(m, m.not_values, m.bad_not_values, true, m.not_values_path, out);
@@ -240,7 +241,8 @@ DecisionTable compile_table(std::span<const policy::Policy* const> policies,
 
 DecisionTable compile_selected(std::span<const policy::Policy* const> policies,
                                const std::string& ns, const policy::MeshConfig& mesh) {
-  DecisionTable t;
+  TableBuilder b;
+  DecisionTable& t = b.draft();
   t.namespace_ = ns;
   t.path_normalization = mesh.path_normalization;
   std::map<std::string, std::vector<TableRule>> custom_by_provider;
@@ -329,9 +331,7 @@ DecisionTable compile_selected(std::span<const policy::Policy* const> policies,
   sort_rules(t.audit);
   sort_rules(t.dry_run_deny);
   sort_rules(t.dry_run_allow);
-  t.finalize();
-  t.hash = to_json(t)["hash"].get<std::string>();
-  return t;
+  return std::move(b).finish();
 }
 
 }  // namespace tollgate::compile

@@ -188,43 +188,28 @@ void add_string_value(ValueIndex& ix, const std::string& v, std::vector<std::str
 
 ValueIndex::IssSub iss_sub_for(const std::string& value, bool& exact_pair, std::string& key) {
   // requestPrincipalGenerator: split at the last '/', the issuer may be a URL.
+  using M = ValueIndex::Match;
   const auto idx = value.rfind('/');
   const bool found = idx != std::string::npos;
   std::string iss = found ? value.substr(0, idx) : value;
   std::string sub = found ? value.substr(idx + 1) : "";
-  ValueIndex::IssSub m{0, 0, "", ""};
   exact_pair = false;
-  if (value == "*") {
-    m.iss_kind = m.sub_kind = 3;
-  } else if (value.front() == '*') {
-    if (found) {
-      if (iss == "*")
-        m.iss_kind = 3;
-      else
-        m = {2, 0, iss.substr(1), ""};
-      m.sub_kind = 0;
-      m.sub = sub;
-    } else {
-      m = {3, 2, "", value.substr(1)};
-    }
-  } else if (value.back() == '*') {
-    if (found) {
-      m.iss_kind = 0;
-      m.iss = iss;
-      if (sub == "*")
-        m.sub_kind = 3;
-      else
-        m = {0, 1, iss, sub.substr(0, sub.size() - 1)};
-    } else {
-      m = {1, 3, value.substr(0, value.size() - 1), ""};
-    }
-  } else {
-    exact_pair = true;
-    key = iss;
-    key.push_back('\0');
-    key += sub;
+  if (value == "*") return {M::kNonEmpty, M::kNonEmpty, "", ""};
+  if (value.front() == '*') {
+    if (!found) return {M::kNonEmpty, M::kSuffix, "", value.substr(1)};
+    if (iss == "*") return {M::kNonEmpty, M::kExact, "", sub};
+    return {M::kSuffix, M::kExact, iss.substr(1), sub};
   }
-  return m;
+  if (value.back() == '*') {
+    if (!found) return {M::kPrefix, M::kNonEmpty, value.substr(0, value.size() - 1), ""};
+    if (sub == "*") return {M::kExact, M::kNonEmpty, iss, ""};
+    return {M::kExact, M::kPrefix, iss, sub.substr(0, sub.size() - 1)};
+  }
+  exact_pair = true;
+  key = iss;
+  key.push_back('\0');
+  key += sub;
+  return {};
 }
 
 void build_index(Predicate& pr) {
@@ -283,8 +268,8 @@ void build_index(Predicate& pr) {
       case Attr::kDestinationIp: {
         auto c = policy::parse_cidr(v);
         if (!c.ok()) break;
-        if (c->prefix == 128)
-          exact.emplace_back(reinterpret_cast<const char*>(c->addr.data()), 16);
+        if (c->prefix == c->addr.bits())
+          exact.emplace_back(c->addr.key());
         else
           ix.cidrs.push_back(*c);
         break;
@@ -322,7 +307,7 @@ bool TableRule::empty_rule() const {
          permissions[0].all.empty();
 }
 
-void DecisionTable::finalize() {
+void DecisionTable::build_indexes() {
   auto rules = [](std::vector<TableRule>& rs) {
     for (auto& r : rs) {
       for (auto& c : r.principals) {
@@ -339,6 +324,12 @@ void DecisionTable::finalize() {
   rules(audit);
   rules(dry_run_deny);
   rules(dry_run_allow);
+}
+
+DecisionTable TableBuilder::finish() && {
+  table_.build_indexes();
+  table_.hash = content_hash(table_);
+  return std::move(table_);
 }
 
 }  // namespace tollgate::compile

@@ -1,5 +1,7 @@
 // The decision table's JSON wire format (docs/decision-table.md).
 #include <cstdio>
+#include <limits>
+#include <optional>
 
 #include "tollgate/compile/compile.h"
 #include "tollgate/policy/values.h"
@@ -65,116 +67,240 @@ json rules_json(const std::vector<TableRule>& rules) {
 }
 
 // --- reading ---
+// A table from the wire is untrusted input (an agent reads what a controller sent): every
+// field is type-checked, and an error names the field, e.g. "table: allow[0].rule: must be
+// an integer". Nothing here throws.
 
-struct Reader {
-  std::string error;
-  bool fail(const std::string& where, const std::string& what) {
-    if (error.empty()) error = where + ": " + what;
-    return false;
-  }
+std::string at(const std::string& where, const char* key) {
+  return where.empty() ? key : where + "." + key;
+}
 
-  bool attr(const std::string& name, Attr& out) {
-    for (int i = 0; i < policy::kAttrCount; ++i) {
-      auto a = static_cast<Attr>(i);
-      if (name == policy::attr_name(a)) {
-        out = a;
-        return true;
-      }
-    }
-    return false;
+util::Result<std::string> string_field(const json& o, const char* key, const std::string& where,
+                                       std::optional<std::string> fallback = std::nullopt) {
+  auto it = o.find(key);
+  if (it == o.end()) {
+    if (fallback) return *fallback;
+    return util::make_error(at(where, key) + ": is required");
   }
+  if (!it->is_string()) return util::make_error(at(where, key) + ": must be a string");
+  return it->get<std::string>();
+}
 
-  bool strings(const json& j, const std::string& where, std::vector<std::string>& out) {
-    if (!j.is_array()) return fail(where, "must be a list of strings");
-    for (const auto& e : j) {
-      if (!e.is_string()) return fail(where, "must be a list of strings");
-      out.push_back(e.get<std::string>());
-    }
-    return true;
-  }
+util::Result<bool> bool_field(const json& o, const char* key, const std::string& where) {
+  auto it = o.find(key);
+  if (it == o.end()) return false;
+  if (!it->is_boolean()) return util::make_error(at(where, key) + ": must be true or false");
+  return it->get<bool>();
+}
 
-  bool predicate(const json& j, const std::string& where, Predicate& p) {
-    if (!j.is_object()) return fail(where, "must be an object");
-    if (!j.contains("attr") || !j["attr"].is_string() ||
-        !attr(j["attr"].get<std::string>(), p.attr)) {
-      return fail(where + ".attr", "unknown attribute");
-    }
-    p.negate = j.value("not", false);
-    p.http_only = j.value("httpOnly", false);
-    if (p.attr == Attr::kHeader) {
-      if (!j.contains("header") || !j["header"].is_string()) return fail(where, "needs header");
-      p.arg = j["header"].get<std::string>();
-    } else if (p.attr == Attr::kClaim) {
-      std::vector<std::string> path;
-      if (!j.contains("claim") || !strings(j["claim"], where + ".claim", path) || path.empty()) {
-        return fail(where, "needs a claim path");
-      }
-      for (std::size_t i = 0; i < path.size(); ++i) {
-        if (i > 0) p.arg.push_back('\0');
-        p.arg += path[i];
-      }
-    } else if (p.attr == Attr::kMetadata) {
-      if (!j.contains("filter") || !j["filter"].is_string() || !j.contains("key") ||
-          !j["key"].is_string()) {
-        return fail(where, "needs filter and key");
-      }
-      p.arg = j["filter"].get<std::string>() + std::string(1, '\0') + j["key"].get<std::string>();
-    }
-    if (!j.contains("values")) return fail(where, "needs values");
-    if (!strings(j["values"], where + ".values", p.values)) return false;
-    for (const auto& v : p.values) {
-      if (!policy::check_value(p.attr, v).ok()) return fail(where + ".values", "bad value " + v);
-    }
-    return true;
+util::Result<int> rule_index_field(const json& o, const std::string& where) {
+  auto it = o.find("rule");
+  if (it == o.end()) return 0;
+  if (!it->is_number_integer() || it->get<long long>() < 0 ||
+      it->get<long long>() > std::numeric_limits<int>::max()) {
+    return util::make_error(at(where, "rule") + ": must be a non-negative integer");
   }
+  return static_cast<int>(it->get<long long>());
+}
 
-  bool side(const json& j, const std::string& where, std::vector<Conjunction>& out) {
-    if (!j.is_array()) return fail(where, "must be a list");
-    for (std::size_t i = 0; i < j.size(); ++i) {
-      const std::string w = where + "[" + std::to_string(i) + "]";
-      if (!j[i].is_array()) return fail(w, "must be a list");
-      Conjunction c;
-      for (std::size_t k = 0; k < j[i].size(); ++k) {
-        Predicate p;
-        if (!predicate(j[i][k], w + "[" + std::to_string(k) + "]", p)) return false;
-        c.all.push_back(std::move(p));
-      }
-      out.push_back(std::move(c));
-    }
-    return true;
+util::Result<std::vector<std::string>> strings(const json& j, const std::string& where) {
+  if (!j.is_array()) return util::make_error(where + ": must be a list of strings");
+  std::vector<std::string> out;
+  for (const auto& e : j) {
+    if (!e.is_string()) return util::make_error(where + ": must be a list of strings");
+    out.push_back(e.get<std::string>());
   }
+  return out;
+}
 
-  bool rules(const json& obj, const char* key, std::vector<TableRule>& out) {
-    if (!obj.contains(key)) return true;
-    const json& j = obj[key];
-    if (!j.is_array()) return fail(key, "must be a list");
-    for (std::size_t i = 0; i < j.size(); ++i) {
-      const std::string w = std::string(key) + "[" + std::to_string(i) + "]";
-      const json& r = j[i];
-      if (!r.is_object()) return fail(w, "must be an object");
-      TableRule t;
-      if (!r.contains("name") || !r["name"].is_string() || !r.contains("policy") ||
-          !r["policy"].is_string()) {
-        return fail(w, "needs name and policy");
-      }
-      t.name = r["name"].get<std::string>();
-      t.policy = r["policy"].get<std::string>();
-      t.rule = r.value("rule", 0);
-      t.action = policy::parse_action(r.value("action", ""));
-      if (t.action == policy::Action::kUnknown) return fail(w + ".action", "unknown action");
-      t.tcp_dropped = r.value("tcpDropped", false);
-      if (!r.contains("principals") || !side(r["principals"], w + ".principals", t.principals)) {
-        return fail(w, "needs principals");
-      }
-      if (!r.contains("permissions") ||
-          !side(r["permissions"], w + ".permissions", t.permissions)) {
-        return fail(w, "needs permissions");
-      }
-      out.push_back(std::move(t));
-    }
-    return true;
+util::Result<std::vector<std::string>> strings_field(const json& o, const char* key,
+                                                     const std::string& where) {
+  auto it = o.find(key);
+  if (it == o.end()) return std::vector<std::string>();
+  return strings(*it, at(where, key));
+}
+
+util::Result<Attr> attr_named(const json& o, const std::string& where) {
+  TOLLGATE_TRY(name, string_field(o, "attr", where));
+  for (int i = 0; i < policy::kAttrCount; ++i) {
+    const auto a = static_cast<Attr>(i);
+    if (name == policy::attr_name(a)) return a;
   }
-};
+  return util::make_error(at(where, "attr") + ": unknown attribute \"" + name + "\"");
+}
+
+// The predicate's argument: a header name, a claim path, or "filter\0key".
+util::Result<std::string> predicate_arg(const json& j, Attr attr, const std::string& where) {
+  if (attr == Attr::kHeader) return string_field(j, "header", where);
+  if (attr == Attr::kClaim) {
+    auto it = j.find("claim");
+    if (it == j.end()) return util::make_error(at(where, "claim") + ": is required");
+    TOLLGATE_TRY(path, strings(*it, at(where, "claim")));
+    if (path.empty()) return util::make_error(at(where, "claim") + ": must not be empty");
+    std::string arg;
+    for (std::size_t i = 0; i < path.size(); ++i) {
+      if (i > 0) arg.push_back('\0');
+      arg += path[i];
+    }
+    return arg;
+  }
+  if (attr == Attr::kMetadata) {
+    TOLLGATE_TRY(filter, string_field(j, "filter", where));
+    TOLLGATE_TRY(key, string_field(j, "key", where));
+    return filter + std::string(1, '\0') + key;
+  }
+  return std::string();
+}
+
+util::Result<Predicate> read_predicate(const json& j, const std::string& where) {
+  if (!j.is_object()) return util::make_error(where + ": must be an object");
+  Predicate p;
+  TOLLGATE_TRY(attr, attr_named(j, where));
+  p.attr = attr;
+  TOLLGATE_TRY(negate, bool_field(j, "not", where));
+  TOLLGATE_TRY(http_only, bool_field(j, "httpOnly", where));
+  TOLLGATE_TRY(arg, predicate_arg(j, attr, where));
+  p.negate = negate;
+  p.http_only = http_only;
+  p.arg = std::move(arg);
+  auto values = j.find("values");
+  if (values == j.end()) return util::make_error(at(where, "values") + ": is required");
+  TOLLGATE_TRY(vs, strings(*values, at(where, "values")));
+  for (const auto& v : vs) {
+    if (auto ok = policy::check_value(p.attr, v); !ok.ok()) {
+      return util::make_error(at(where, "values") + ": \"" + v + "\" " + ok.error().message);
+    }
+  }
+  p.values = std::move(vs);
+  return p;
+}
+
+util::Result<std::vector<Conjunction>> read_side(const json& r, const char* key,
+                                                 const std::string& where) {
+  auto it = r.find(key);
+  const std::string w = at(where, key);
+  if (it == r.end()) return util::make_error(w + ": is required");
+  if (!it->is_array()) return util::make_error(w + ": must be a list");
+  std::vector<Conjunction> out;
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    const std::string wi = w + "[" + std::to_string(i) + "]";
+    const json& conj = (*it)[i];
+    if (!conj.is_array()) return util::make_error(wi + ": must be a list");
+    Conjunction c;
+    for (std::size_t k = 0; k < conj.size(); ++k) {
+      TOLLGATE_TRY(p, read_predicate(conj[k], wi + "[" + std::to_string(k) + "]"));
+      c.all.push_back(std::move(p));
+    }
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+util::Result<TableRule> read_rule(const json& r, const std::string& where) {
+  if (!r.is_object()) return util::make_error(where + ": must be an object");
+  TableRule t;
+  TOLLGATE_TRY(name, string_field(r, "name", where));
+  TOLLGATE_TRY(policy_key, string_field(r, "policy", where));
+  TOLLGATE_TRY(index, rule_index_field(r, where));
+  TOLLGATE_TRY(action, string_field(r, "action", where, ""));
+  TOLLGATE_TRY(tcp_dropped, bool_field(r, "tcpDropped", where));
+  TOLLGATE_TRY(principals, read_side(r, "principals", where));
+  TOLLGATE_TRY(permissions, read_side(r, "permissions", where));
+  t.name = std::move(name);
+  t.policy = std::move(policy_key);
+  t.rule = index;
+  t.action = policy::parse_action(action);
+  if (t.action == policy::Action::kUnknown) {
+    return util::make_error(at(where, "action") + ": unknown action \"" + action + "\"");
+  }
+  t.tcp_dropped = tcp_dropped;
+  t.principals = std::move(principals);
+  t.permissions = std::move(permissions);
+  return t;
+}
+
+// The list `key` of `obj` (absent = none).
+util::Result<std::vector<TableRule>> read_rules(const json& obj, const char* key,
+                                                const std::string& where) {
+  std::vector<TableRule> out;
+  auto it = obj.find(key);
+  if (it == obj.end()) return out;
+  const std::string w = at(where, key);
+  if (!it->is_array()) return util::make_error(w + ": must be a list");
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    TOLLGATE_TRY(rule, read_rule((*it)[i], w + "[" + std::to_string(i) + "]"));
+    out.push_back(std::move(rule));
+  }
+  return out;
+}
+
+util::Result<CustomStage> read_stage(const json& c, const std::string& where) {
+  if (!c.is_object()) return util::make_error(where + ": must be an object");
+  CustomStage s;
+  TOLLGATE_TRY(provider, string_field(c, "provider", where, ""));
+  TOLLGATE_TRY(type, string_field(c, "type", where, ""));
+  TOLLGATE_TRY(deny_on_match, bool_field(c, "denyOnMatch", where));
+  TOLLGATE_TRY(deny_reason, string_field(c, "denyReason", where, ""));
+  TOLLGATE_TRY(rules, read_rules(c, "rules", where));
+  s.provider = std::move(provider);
+  s.type = std::move(type);
+  s.deny_on_match = deny_on_match;
+  s.deny_reason = std::move(deny_reason);
+  s.rules = std::move(rules);
+  return s;
+}
+
+util::Result<std::vector<CustomStage>> read_custom(const json& j) {
+  std::vector<CustomStage> out;
+  auto it = j.find("custom");
+  if (it == j.end()) return out;
+  if (!it->is_array()) return util::make_error("custom: must be a list");
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    TOLLGATE_TRY(stage, read_stage((*it)[i], "custom[" + std::to_string(i) + "]"));
+    out.push_back(std::move(stage));
+  }
+  return out;
+}
+
+// Everything but the hash: the table as written, before its indexes are built.
+util::Result<DecisionTable> read_body(const json& j) {
+  if (!j.is_object()) return util::make_error("must be an object");
+  TOLLGATE_TRY(api_version, string_field(j, "apiVersion", "", ""));
+  if (api_version != kTableApiVersion) {
+    return util::make_error(std::string("apiVersion must be ") + kTableApiVersion);
+  }
+  DecisionTable t;
+  TOLLGATE_TRY(ns, string_field(j, "namespace", "", ""));
+  TOLLGATE_TRY(norm, string_field(j, "pathNormalization", "", "BASE"));
+  const auto normalization = policy::parse_path_normalization(norm);
+  if (!normalization) return util::make_error("pathNormalization: unknown value \"" + norm + "\"");
+  TOLLGATE_TRY(has_allow, bool_field(j, "hasAllow", ""));
+  TOLLGATE_TRY(policies, strings_field(j, "policies", ""));
+  TOLLGATE_TRY(notes, strings_field(j, "notes", ""));
+  TOLLGATE_TRY(custom, read_custom(j));
+  TOLLGATE_TRY(deny, read_rules(j, "deny", ""));
+  TOLLGATE_TRY(allow, read_rules(j, "allow", ""));
+  TOLLGATE_TRY(audit, read_rules(j, "audit", ""));
+  t.namespace_ = std::move(ns);
+  t.path_normalization = *normalization;
+  t.has_allow = has_allow;
+  t.policies = std::move(policies);
+  t.notes = std::move(notes);
+  t.custom = std::move(custom);
+  t.deny = std::move(deny);
+  t.allow = std::move(allow);
+  t.audit = std::move(audit);
+  if (auto dry = j.find("dryRun"); dry != j.end()) {
+    if (!dry->is_object()) return util::make_error("dryRun: must be an object");
+    TOLLGATE_TRY(dry_deny, read_rules(*dry, "deny", "dryRun"));
+    TOLLGATE_TRY(dry_allow, read_rules(*dry, "allow", "dryRun"));
+    TOLLGATE_TRY(dry_has_allow, bool_field(*dry, "hasAllow", "dryRun"));
+    t.dry_run_deny = std::move(dry_deny);
+    t.dry_run_allow = std::move(dry_allow);
+    t.has_dry_run_allow = dry_has_allow;
+  }
+  return t;
+}
 
 std::string hex_hash(const std::string& s) {
   char buf[40];
@@ -224,48 +350,16 @@ nlohmann::json to_json(const DecisionTable& t) {
 }
 
 util::Result<DecisionTable> table_from_json(const nlohmann::json& j) {
-  if (!j.is_object()) return util::make_error("table: must be an object");
-  if (j.value("apiVersion", "") != kTableApiVersion) {
-    return util::make_error(std::string("table: apiVersion must be ") + kTableApiVersion);
-  }
-  DecisionTable t;
-  Reader r;
-  t.namespace_ = j.value("namespace", "");
-  const std::string norm = j.value("pathNormalization", "BASE");
-  const auto normalization = policy::parse_path_normalization(norm);
-  if (!normalization) return util::make_error("table: unknown pathNormalization " + norm);
-  t.path_normalization = *normalization;
-  t.has_allow = j.value("hasAllow", false);
-  if (j.contains("policies")) r.strings(j["policies"], "policies", t.policies);
-  if (j.contains("notes")) r.strings(j["notes"], "notes", t.notes);
-  if (j.contains("custom")) {
-    if (!j["custom"].is_array()) return util::make_error("table: custom must be a list");
-    for (const auto& c : j["custom"]) {
-      CustomStage s;
-      if (!c.is_object()) return util::make_error("table: custom stage must be an object");
-      s.provider = c.value("provider", "");
-      s.type = c.value("type", "");
-      s.deny_on_match = c.value("denyOnMatch", false);
-      s.deny_reason = c.value("denyReason", "");
-      r.rules(c, "rules", s.rules);
-      t.custom.push_back(std::move(s));
-    }
-  }
-  r.rules(j, "deny", t.deny);
-  r.rules(j, "allow", t.allow);
-  r.rules(j, "audit", t.audit);
-  if (j.contains("dryRun") && j["dryRun"].is_object()) {
-    r.rules(j["dryRun"], "deny", t.dry_run_deny);
-    r.rules(j["dryRun"], "allow", t.dry_run_allow);
-    t.has_dry_run_allow = j["dryRun"].value("hasAllow", false);
-  }
-  if (!r.error.empty()) return util::make_error("table: " + r.error);
-  t.finalize();
-  t.hash = hex_hash(body_json(t).dump());
-  if (j.contains("hash") && j["hash"] != t.hash) {
+  auto body = read_body(j);
+  if (!body.ok()) return util::make_error("table: " + body.error().message);
+  TableBuilder b(std::move(*body));
+  DecisionTable t = std::move(b).finish();
+  if (auto hash = j.find("hash"); hash != j.end() && *hash != t.hash) {
     return util::make_error("table: hash does not match the content (corrupted or edited)");
   }
   return t;
 }
+
+std::string content_hash(const DecisionTable& t) { return hex_hash(body_json(t).dump()); }
 
 }  // namespace tollgate::compile

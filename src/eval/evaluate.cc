@@ -4,6 +4,8 @@
 #include <optional>
 #include <string_view>
 
+#include "tollgate/util/json_text.h"
+
 namespace tollgate::eval {
 namespace {
 
@@ -43,11 +45,9 @@ bool pattern_match(std::string_view pat, std::string_view v) {
   return pat == v;
 }
 
-bool ip_match(const ValueIndex& ix, bool has, const std::array<std::uint8_t, 16>& ip) {
+bool ip_match(const ValueIndex& ix, bool has, const policy::IpAddress& ip) {
   if (!has) return false;
-  if (ix.exact.contains(std::string_view(reinterpret_cast<const char*>(ip.data()), 16))) {
-    return true;
-  }
+  if (ix.exact.contains(ip.key())) return true;
   for (const auto& c : ix.cidrs) {
     if (c.contains(ip)) return true;
   }
@@ -76,18 +76,19 @@ bool service_account_match(std::string_view uri, std::string_view ns, std::strin
   return false;
 }
 
-bool kind_match(std::uint8_t kind, const std::string& want, const std::string* have) {
+bool kind_match(ValueIndex::Match kind, const std::string& want, const std::string* have) {
   if (have == nullptr) return false;
   switch (kind) {
-    case 0:
+    case ValueIndex::Match::kExact:
       return *have == want;
-    case 1:
+    case ValueIndex::Match::kPrefix:
       return starts_with(*have, want);
-    case 2:
+    case ValueIndex::Match::kSuffix:
       return ends_with(*have, want);
-    default:
+    case ValueIndex::Match::kNonEmpty:
       return !have->empty();
   }
+  return false;
 }
 
 // A JWT claim (string or list of strings) against the index.
@@ -134,7 +135,8 @@ const std::string* header(const PreparedRequest& r, std::string_view name) {
   return nullptr;
 }
 
-bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
+// Does any of the predicate's values match the request? (Before `negate` is applied.)
+bool some_value_matches(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
   const ValueIndex& ix = p.index;
   switch (p.attr) {
     case Attr::kSourcePrincipal:
@@ -268,7 +270,7 @@ bool any_value(const Predicate& p, const PreparedRequest& r, bool jwt_visible) {
 bool conj_matches(const compile::Conjunction& c, const PreparedRequest& r, bool jwt_visible) {
   for (const auto& p : c.all) {
     if (p.http_only && !r.http) continue;  // not generated on a TCP chain
-    if (any_value(p, r, jwt_visible) == p.negate) return false;
+    if (some_value_matches(p, r, jwt_visible) == p.negate) return false;
   }
   return true;
 }
@@ -313,7 +315,7 @@ Decision evaluate(const compile::DecisionTable& t, const PreparedRequest& r) {
   }
   if (r.rejected) {
     d.allowed = false;
-    d.why = Why::kRejected;
+    d.cause = Cause::kRejected;
     return d;
   }
   for (const auto& stage : t.custom) {
@@ -323,7 +325,7 @@ Decision evaluate(const compile::DecisionTable& t, const PreparedRequest& r) {
     d.rule = m;
     d.stage = &stage;
     if (stage.deny_on_match) {
-      d.why = Why::kBadCustom;
+      d.cause = Cause::kBadCustom;
       return d;
     }
     const Request& req = *r.request;
@@ -332,33 +334,33 @@ Decision evaluate(const compile::DecisionTable& t, const PreparedRequest& r) {
                                 : req.ext_authz_default               ? &*req.ext_authz_default
                                                                       : nullptr;
     if (answer == nullptr) {
-      d.why = Why::kCustomNoAnswer;
+      d.cause = Cause::kCustomNoAnswer;
       return d;
     }
     if (*answer == "DENY") {
-      d.why = Why::kCustomDenied;
+      d.cause = Cause::kCustomDenied;
       return d;
     }
     d.rule = nullptr;
     d.stage = nullptr;
   }
   if (const TableRule* m = first_match(t.deny, r, false)) {
-    d.why = Why::kDenyMatched;
+    d.cause = Cause::kDenyMatched;
     d.rule = m;
     return d;
   }
   if (!t.has_allow) {
     d.allowed = true;
-    d.why = Why::kNoAllowPolicy;
+    d.cause = Cause::kNoAllowPolicy;
     return d;
   }
   if (const TableRule* m = first_match(t.allow, r, false)) {
     d.allowed = true;
-    d.why = Why::kAllowMatched;
+    d.cause = Cause::kAllowMatched;
     d.rule = m;
     return d;
   }
-  d.why = Why::kNoAllowMatched;
+  d.cause = Cause::kNoAllowMatched;
   return d;
 }
 
@@ -443,7 +445,7 @@ std::string conj_mismatch(const compile::Conjunction& c, const PreparedRequest& 
   std::string out;
   for (const auto& p : c.all) {
     if (p.http_only && !r.http) continue;
-    if (any_value(p, r, jwt_visible) != p.negate) continue;
+    if (some_value_matches(p, r, jwt_visible) != p.negate) continue;
     const auto have = attribute_text(p, r, jwt_visible);
     std::string s = predicate_name(p) + " is " + (have ? *have : std::string("absent"));
     s += p.negate ? ", which is excluded by " : ", not one of ";
@@ -478,7 +480,7 @@ std::string mismatch(const TableRule& rule, const PreparedRequest& r, bool custo
 }
 
 std::string reason(const compile::DecisionTable& t, const Decision& d, const PreparedRequest& r) {
-  // Every Why that names a rule has d.rule set; a null rule still gets a sentence, never a crash.
+  // Every Cause that names a rule has d.rule set; a null rule still gets a sentence, never a crash.
   auto rule_text = [&](const TableRule* matched) {
     if (matched == nullptr) return std::string("a rule matched");
     const TableRule& rule = *matched;
@@ -503,27 +505,27 @@ std::string reason(const compile::DecisionTable& t, const Decision& d, const Pre
   static const std::string kInvalidRule = "the rule is invalid";
   const std::string& provider = d.stage != nullptr ? d.stage->provider : kUnknownProvider;
   const std::string& deny_reason = d.stage != nullptr ? d.stage->deny_reason : kInvalidRule;
-  switch (d.why) {
-    case Why::kRejected:
+  switch (d.cause) {
+    case Cause::kRejected:
       return "request rejected before authorization: " + *r.rejected;
-    case Why::kCustomDenied:
+    case Cause::kCustomDenied:
       return rule_text(d.rule) + "; its provider " + provider + " denied the request";
-    case Why::kCustomNoAnswer:
+    case Cause::kCustomNoAnswer:
       return rule_text(d.rule) + "; provider " + provider +
              " must decide, and no answer was given (extAuthzDecision): denied, failing closed";
-    case Why::kBadCustom:
+    case Cause::kBadCustom:
       return rule_text(d.rule) + "; denied because " + deny_reason +
              " (Istio turns such CUSTOM rules into DENY rules)";
-    case Why::kDenyMatched: {
+    case Cause::kDenyMatched: {
       std::string s = rule_text(d.rule);
       if (t.has_allow) s += "; DENY is evaluated before ALLOW, so no ALLOW policy can override it";
       return s;
     }
-    case Why::kNoAllowPolicy:
+    case Cause::kNoAllowPolicy:
       return "no ALLOW policy applies to the workload: allowed by default";
-    case Why::kAllowMatched:
+    case Cause::kAllowMatched:
       return rule_text(d.rule);
-    case Why::kNoAllowMatched: {
+    case Cause::kNoAllowMatched: {
       std::string names;
       int dropped = 0;
       for (const auto& rule : t.allow) {
@@ -576,46 +578,11 @@ json decision_json(const compile::DecisionTable& t, const Decision& d, const Pre
 
 namespace {
 
-// Writes a JSON string as nlohmann's dump() does; false if it needs nlohmann (non-ASCII).
+// Writes a JSON string as nlohmann's dump() does; false if it needs nlohmann (non-ASCII, which
+// nlohmann validates as UTF-8 and the caller then words through it).
 bool append_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c >= 0x80) return false;
-        if (c < 0x20) {
-          out += "\\u00";
-          out.push_back(kHex[c >> 4]);
-          out.push_back(kHex[c & 0xf]);
-        } else {
-          out.push_back(ch);
-        }
-    }
-  }
-  out.push_back('"');
+  if (!util::is_ascii(s)) return false;
+  util::append_json_string(out, s);
   return true;
 }
 

@@ -4,6 +4,7 @@
 
 #include "tollgate/compile/table.h"
 #include "tollgate/policy/values.h"
+#include "tollgate/util/strings.h"
 
 namespace tollgate::eval {
 namespace {
@@ -18,13 +19,6 @@ util::Result<std::optional<std::string>> opt_string(const json& o, const char* k
   return std::optional<std::string>(it->get<std::string>());
 }
 
-int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 bool unreserved(int c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
          c == '.' || c == '_' || c == '~';
@@ -37,16 +31,16 @@ std::string decode_some(std::string_view s, Pred pred) {
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '%' && i + 2 < s.size()) {
-      const int hi = hexval(s[i + 1]);
-      const int lo = hexval(s[i + 2]);
+      const int hi = util::hex_digit(s[i + 1]);
+      const int lo = util::hex_digit(s[i + 2]);
       if (hi >= 0 && lo >= 0) {
         const int c = hi * 16 + lo;
         if (pred(c)) {
           out.push_back(static_cast<char>(c));
         } else {
           out.push_back('%');
-          out.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(s[i + 1]))));
-          out.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(s[i + 2]))));
+          out.push_back("0123456789ABCDEF"[hi]);
+          out.push_back("0123456789ABCDEF"[lo]);
         }
         i += 2;
         continue;
@@ -115,6 +109,70 @@ bool already_normal(std::string_view path, policy::PathNormalization n) {
   return path.find('#', end) == std::string_view::npos;
 }
 
+// Where requestPrincipals and request.auth.principal find the token's issuer and subject
+// (docs/semantics.md#request-principals-and-jwt-claims). Istio matches the two separately
+// in the jwt_authn payload; a caller may give the payload (jwtClaims), the principal
+// ("iss/sub", requestPrincipal), or both. With both, the principal must be the payload's
+// iss + "/" + sub, as far as the payload has them, and the payload's iss and sub are used, so
+// an issuer or subject with a '/' in it is split where the token splits it. Otherwise the
+// principal is split at its last '/', as Istio splits a requestPrincipals value. Returns what
+// disagrees, if anything; out.iss and out.sub are set either way.
+std::optional<std::string> resolve_iss_sub(const Request& r, PreparedRequest& out) {
+  out.iss = out.sub = nullptr;
+  const json* iss = nullptr;
+  const json* sub = nullptr;
+  if (r.jwt_claims.is_object()) {
+    if (auto it = r.jwt_claims.find("iss"); it != r.jwt_claims.end()) iss = &*it;
+    if (auto it = r.jwt_claims.find("sub"); it != r.jwt_claims.end()) sub = &*it;
+  }
+  if (!r.request_principal) {
+    if (iss != nullptr && iss->is_string()) out.iss = iss->get_ptr<const std::string*>();
+    if (sub != nullptr && sub->is_string()) out.sub = sub->get_ptr<const std::string*>();
+    return std::nullopt;
+  }
+  const std::string& rp = *r.request_principal;
+  auto conflict = [&rp](const std::string& what) {
+    return "requestPrincipal \"" + rp + "\" disagrees with jwtClaims: " + what;
+  };
+  if ((iss != nullptr && !iss->is_string()) || (sub != nullptr && !sub->is_string())) {
+    return conflict("its iss and sub must be strings");
+  }
+  const std::string* ci = iss != nullptr ? iss->get_ptr<const std::string*>() : nullptr;
+  const std::string* cs = sub != nullptr ? sub->get_ptr<const std::string*>() : nullptr;
+  const std::string_view v(rp);
+  if (ci != nullptr && cs != nullptr) {
+    if (v.size() != ci->size() + 1 + cs->size() || !v.starts_with(*ci) || v[ci->size()] != '/' ||
+        !v.ends_with(*cs)) {
+      return conflict("iss/sub is \"" + *ci + "/" + *cs + "\"");
+    }
+    out.iss = ci;
+    out.sub = cs;
+  } else if (ci != nullptr) {
+    if (v.size() <= ci->size() || !v.starts_with(*ci) || v[ci->size()] != '/') {
+      return conflict("iss is \"" + *ci + "\"");
+    }
+    out.iss = ci;
+    out.sub_storage.assign(v.substr(ci->size() + 1));
+    out.sub = &out.sub_storage;
+  } else if (cs != nullptr) {
+    if (v.size() <= cs->size() || !v.ends_with(*cs) || v[v.size() - cs->size() - 1] != '/') {
+      return conflict("sub is \"" + *cs + "\"");
+    }
+    out.iss_storage.assign(v.substr(0, v.size() - cs->size() - 1));
+    out.iss = &out.iss_storage;
+    out.sub = cs;
+  } else {
+    const auto idx = v.rfind('/');
+    out.iss_storage.assign(v.substr(0, idx));
+    out.iss = &out.iss_storage;
+    if (idx != std::string_view::npos) {
+      out.sub_storage.assign(v.substr(idx + 1));
+      out.sub = &out.sub_storage;
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<std::string> normalize_path(std::string_view full, policy::PathNormalization n) {
@@ -170,7 +228,7 @@ util::Result<Request> parse_request(const json& j) {
   TOLLGATE_TRY(protocol, opt_string(j, "protocol", "request"));
   if (protocol) {
     std::string p = *protocol;
-    for (char& c : p) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    util::to_lower(p);
     if (p == "tcp")
       r.tcp = true;
     else if (p != "http" && p != "http2" && p != "grpc") {
@@ -246,7 +304,7 @@ util::Result<Request> parse_request(const json& j) {
     if (!it->is_object()) return util::make_error("request.headers: must be an object");
     for (const auto& [name, val] : it->items()) {
       std::string lower = name;
-      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      util::to_lower(lower);
       std::string joined;
       if (val.is_string()) {
         joined = val.get<std::string>();
@@ -280,7 +338,7 @@ util::Result<Request> parse_request(const json& j) {
     auto check = [](const json& v, const std::string& where) -> util::Result<std::string> {
       if (!v.is_string()) return util::make_error(where + ": must be \"ALLOW\" or \"DENY\"");
       std::string s = v.get<std::string>();
-      for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      util::to_upper(s);
       if (s != "ALLOW" && s != "DENY") {
         return util::make_error(where + ": must be \"ALLOW\" or \"DENY\"");
       }
@@ -296,7 +354,14 @@ util::Result<Request> parse_request(const json& j) {
       r.ext_authz_default = s;
     }
   }
+  if (auto conflict = request_principal_conflict(r))
+    return util::make_error("request." + *conflict);
   return r;
+}
+
+std::optional<std::string> request_principal_conflict(const Request& r) {
+  PreparedRequest scratch;
+  return resolve_iss_sub(r, scratch);
 }
 
 void prepare(const Request& r, policy::PathNormalization n, PreparedRequest& out) {
@@ -313,7 +378,7 @@ void prepare(const Request& r, policy::PathNormalization n, PreparedRequest& out
     auto slash = out.principal.find('/');
     if (slash != std::string_view::npos) out.trust_domain = out.principal.substr(0, slash);
   }
-  auto ip = [](const std::optional<std::string>& s, bool& has, std::array<std::uint8_t, 16>& a) {
+  auto ip = [](const std::optional<std::string>& s, bool& has, policy::IpAddress& a) {
     has = false;
     if (!s) return;
     if (auto p = policy::parse_ip(*s)) {
@@ -333,21 +398,7 @@ void prepare(const Request& r, policy::PathNormalization n, PreparedRequest& out
   out.iss_sub_key.clear();
   if (out.http) {
     out.jwt = r.request_principal.has_value() || r.jwt_claims.is_object();
-    if (r.jwt_claims.is_object()) {
-      auto iss = r.jwt_claims.find("iss");
-      auto sub = r.jwt_claims.find("sub");
-      if (iss != r.jwt_claims.end() && iss->is_string())
-        out.iss = iss->get_ptr<const std::string*>();
-      if (sub != r.jwt_claims.end() && sub->is_string())
-        out.sub = sub->get_ptr<const std::string*>();
-    } else if (r.request_principal) {
-      const auto& v = *r.request_principal;
-      const auto idx = v.rfind('/');
-      out.iss_storage = idx == std::string::npos ? v : v.substr(0, idx);
-      out.sub_storage = idx == std::string::npos ? "" : v.substr(idx + 1);
-      out.iss = &out.iss_storage;
-      if (idx != std::string::npos) out.sub = &out.sub_storage;
-    }
+    if (auto conflict = resolve_iss_sub(r, out)) out.rejected = std::move(conflict);
     if (out.iss != nullptr && out.sub != nullptr) {
       out.iss_sub_key.append(*out.iss).push_back('\0');
       out.iss_sub_key.append(*out.sub);
@@ -355,7 +406,7 @@ void prepare(const Request& r, policy::PathNormalization n, PreparedRequest& out
     if (r.host) {
       out.has_host = true;
       out.host = *r.host;
-      for (char& c : out.host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      util::to_lower(out.host);
     }
     if (r.path && already_normal(*r.path, n)) {
       out.has_path = true;

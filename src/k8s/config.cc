@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tollgate/policy/parse.h"
+#include "tollgate/util/base64.h"
 
 namespace tollgate::k8s {
 
@@ -74,15 +75,6 @@ std::string resolve_relative(const std::string& config_file, const std::string& 
   if (p.empty() || fs::path(p).is_absolute()) return p;
   const fs::path dir = fs::path(config_file).parent_path();
   return dir.empty() ? p : (dir / p).string();
-}
-
-int base64_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
 }
 
 // A kubeconfig entry (cluster, user or context) with where it was defined.
@@ -152,7 +144,7 @@ util::Result<std::string> data_or_file(const Entry& e, const std::string& key) {
     return field_error(e, key, "both " + key + " and " + key + "-data are set; use one");
   }
   if (!data.empty()) {
-    auto decoded = decode_base64(data);
+    auto decoded = util::decode_base64(data);
     if (!decoded.ok()) return field_error(e, key + "-data", decoded.error().message);
     if (decoded->empty()) return field_error(e, key + "-data", "decodes to nothing");
     return std::move(decoded).value();
@@ -331,44 +323,6 @@ bool valid_port(const std::string& p) {
 }
 
 }  // namespace
-
-util::Result<std::string> decode_base64(std::string_view text) {
-  std::string in;
-  in.reserve(text.size());
-  for (char ch : text) {
-    if (ch != '\n' && ch != '\r') in.push_back(ch);  // Go's decoder skips line breaks too
-  }
-  if (in.size() % 4 != 0) {
-    return util::make_error("not valid base64: length " + std::to_string(in.size()) +
-                            " is not a multiple of 4");
-  }
-  std::string out;
-  out.reserve(in.size() / 4 * 3);
-  for (std::size_t i = 0; i < in.size(); i += 4) {
-    const bool last = i + 4 == in.size();
-    int v[4];
-    int pad = 0;
-    for (int k = 0; k < 4; ++k) {
-      const char ch = in[i + static_cast<std::size_t>(k)];
-      if (ch == '=' && last && k >= 2) {
-        ++pad;
-        v[k] = 0;
-        continue;
-      }
-      v[k] = pad > 0 ? -1 : base64_value(ch);
-      if (v[k] < 0) {
-        return util::make_error("not valid base64: unexpected character at offset " +
-                                std::to_string(i + static_cast<std::size_t>(k)));
-      }
-    }
-    const unsigned n = (static_cast<unsigned>(v[0]) << 18) | (static_cast<unsigned>(v[1]) << 12) |
-                       (static_cast<unsigned>(v[2]) << 6) | static_cast<unsigned>(v[3]);
-    out.push_back(static_cast<char>((n >> 16) & 0xff));
-    if (pad < 2) out.push_back(static_cast<char>((n >> 8) & 0xff));
-    if (pad < 1) out.push_back(static_cast<char>(n & 0xff));
-  }
-  return out;
-}
 
 util::Result<ClusterConfig> parse_server(ClusterConfig c) {
   const std::string& s = c.server;

@@ -1,5 +1,6 @@
 // AuthorizationPolicy JSON -> model. Every problem becomes a Finding with a field path; the
-// model is then shaped so that compilation fails closed (see docs/semantics.md).
+// model is then shaped so that compilation fails closed
+// (docs/semantics.md#where-tollgate-fails-closed).
 #include <string>
 #include <utility>
 
@@ -238,9 +239,9 @@ class Parser {
       if (m.values.empty() && m.not_values.empty() && m.bad_values == 0 && m.bad_not_values == 0) {
         error(cp, "needs values or notValues", "TG003");
       }
-      if (!m.arg.empty() && m.arg[0] == '\x01') {
+      if (wk->malformed) {
         // A known key with a malformed [name]: every value fails to translate.
-        error(cp + ".key", quote(key) + " " + m.arg.substr(1), "TG003");
+        error(cp + ".key", quote(key) + " " + *wk->malformed, "TG003");
         m.bad_values += static_cast<int>(m.values.size());
         m.bad_not_values += static_cast<int>(m.not_values.size());
         m.values.clear();

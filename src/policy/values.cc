@@ -1,4 +1,5 @@
 #include "tollgate/policy/values.h"
+#include "tollgate/util/strings.h"
 
 #include <arpa/inet.h>
 
@@ -138,44 +139,40 @@ bool attr_is_permission(Attr a) {
          a == Attr::kDestinationIp || a == Attr::kSni || a == Attr::kMetadata;
 }
 
-std::optional<std::array<std::uint8_t, 16>> parse_ip(std::string_view text) {
+std::optional<IpAddress> parse_ip(std::string_view text) {
   if (text.empty() || text.size() > 64) return std::nullopt;
   char buf[65];
   std::memcpy(buf, text.data(), text.size());
   buf[text.size()] = '\0';
-  std::array<std::uint8_t, 16> out{};
+  IpAddress out;
   in_addr v4{};
   if (inet_pton(AF_INET, buf, &v4) == 1) {
-    out[10] = 0xff;
-    out[11] = 0xff;
-    std::memcpy(&out[12], &v4, 4);
+    out.raw[0] = 4;
+    std::memcpy(&out.raw[1], &v4, 4);
     return out;
   }
   in6_addr v6{};
   if (inet_pton(AF_INET6, buf, &v6) == 1) {
-    std::memcpy(out.data(), &v6, 16);
+    out.raw[0] = 6;
+    std::memcpy(&out.raw[1], &v6, 16);
     return out;
   }
   return std::nullopt;
 }
 
-bool Cidr::contains(const std::array<std::uint8_t, 16>& ip) const {
+bool Cidr::contains(const IpAddress& ip) const {
+  if (ip.raw[0] != addr.raw[0]) return false;
   int bits = prefix;
-  for (int i = 0; i < 16 && bits > 0; ++i, bits -= 8) {
+  for (std::size_t i = 1; i < ip.raw.size() && bits > 0; ++i, bits -= 8) {
     const std::uint8_t mask = bits >= 8 ? 0xff : static_cast<std::uint8_t>(0xff << (8 - bits));
-    if ((ip[i] & mask) != addr[i]) return false;
+    if ((ip.raw[i] & mask) != addr.raw[i]) return false;
   }
   return true;
 }
 
 std::string Cidr::to_string() const {
-  static constexpr std::uint8_t kV4Prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   char buf[INET6_ADDRSTRLEN];
-  if (std::memcmp(addr.data(), kV4Prefix, 12) == 0 && prefix >= 96) {
-    inet_ntop(AF_INET, &addr[12], buf, sizeof buf);
-    return std::string(buf) + "/" + std::to_string(prefix - 96);
-  }
-  inet_ntop(AF_INET6, addr.data(), buf, sizeof buf);
+  inet_ntop(addr.v6() ? AF_INET6 : AF_INET, &addr.raw[1], buf, sizeof buf);
   return std::string(buf) + "/" + std::to_string(prefix);
 }
 
@@ -194,24 +191,19 @@ util::Result<Cidr> parse_cidr(std::string_view text) {
   }
   auto addr = parse_ip(ip);
   if (!addr) return util::make_error("is not an IP address or CIDR");
-  const bool v4 = ip.find(':') == std::string_view::npos;
+  if (prefix > addr->bits()) {
+    return util::make_error(addr->v6() ? "has an IPv6 prefix length over 128"
+                                       : "has an IPv4 prefix length over 32");
+  }
   Cidr c;
   c.addr = *addr;
-  if (prefix < 0) {
-    c.prefix = 128;
-  } else if (v4) {
-    if (prefix > 32) return util::make_error("has an IPv4 prefix length over 32");
-    c.prefix = prefix + 96;
-  } else {
-    if (prefix > 128) return util::make_error("has an IPv6 prefix length over 128");
-    c.prefix = prefix;
-  }
+  c.prefix = prefix < 0 ? addr->bits() : prefix;
   int bits = c.prefix;
-  for (auto& byte : c.addr) {  // host bits ignored, as Envoy's CidrRange does
+  for (std::size_t i = 1; i < c.addr.raw.size(); ++i) {  // host bits ignored, as in CidrRange
     if (bits >= 8) {
       bits -= 8;
     } else {
-      byte &= static_cast<std::uint8_t>(bits == 0 ? 0 : 0xff << (8 - bits));
+      c.addr.raw[i] &= static_cast<std::uint8_t>(bits == 0 ? 0 : 0xff << (8 - bits));
       bits = 0;
     }
   }
@@ -233,7 +225,7 @@ bool contains_path_template(std::string_view path) {
   return path.find("{*}") != std::string_view::npos || path.find("{**}") != std::string_view::npos;
 }
 
-util::Result<bool> validate_path_template(std::string_view path) {
+util::Status validate_path_template(std::string_view path) {
   if (path.empty() || path[0] != '/') return util::make_error("path template must start with /");
   bool seen_double = false;
   std::size_t pos = 1;
@@ -252,7 +244,7 @@ util::Result<bool> validate_path_template(std::string_view path) {
     }
     pos = end + 1;
   }
-  return true;
+  return util::ok();
 }
 
 namespace {
@@ -300,44 +292,44 @@ util::Result<WhenKey> parse_when_key(std::string_view key) {
       {"connection.sni", Attr::kSni},
   };
   for (const Plain& p : kPlain) {
-    if (key == p.key) return WhenKey{p.attr, ""};
+    if (key == p.key) return WhenKey{p.attr, "", std::nullopt};
   }
   constexpr std::string_view kHeaders = "request.headers";
   constexpr std::string_view kClaims = "request.auth.claims";
   constexpr std::string_view kExperimental = "experimental.envoy.filters.";
   // A known prefix with a malformed bracket is a value-translation failure, not an unknown
-  // key (Istio generates an error per value): arg carries "\x01" + the reason.
+  // key (Istio generates an error per value).
   if (key.substr(0, kHeaders.size()) == kHeaders && key.size() > kHeaders.size() &&
       key[kHeaders.size()] == '[') {
     auto names = bracket_names(key.substr(kHeaders.size()));
     if (!names.ok() || names->size() != 1)
-      return WhenKey{Attr::kHeader, "\x01has a malformed header name"};
+      return WhenKey{Attr::kHeader, "", "has a malformed header name"};
     std::string lower = (*names)[0];
-    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return WhenKey{Attr::kHeader, lower};
+    util::to_lower(lower);
+    return WhenKey{Attr::kHeader, lower, std::nullopt};
   }
   if (key.substr(0, kClaims.size()) == kClaims && key.size() > kClaims.size() &&
       key[kClaims.size()] == '[') {
     auto names = bracket_names(key.substr(kClaims.size()));
-    if (!names.ok()) return WhenKey{Attr::kClaim, "\x01has a malformed claim name"};
+    if (!names.ok()) return WhenKey{Attr::kClaim, "", "has a malformed claim name"};
     std::string arg;
     for (std::size_t i = 0; i < names->size(); ++i) {
       if (i > 0) arg.push_back('\0');
       arg += (*names)[i];
     }
-    return WhenKey{Attr::kClaim, arg};
+    return WhenKey{Attr::kClaim, arg, std::nullopt};
   }
   if (key.substr(0, kExperimental.size()) == kExperimental) {
     std::string_view rest = key.substr(std::string_view("experimental.").size());
     std::size_t open = rest.find('[');
     if (open == std::string_view::npos || open == 0 || rest.back() != ']' ||
         open + 2 >= rest.size()) {
-      return WhenKey{Attr::kMetadata, "\x01has a malformed [key]"};
+      return WhenKey{Attr::kMetadata, "", "has a malformed [key]"};
     }
     std::string arg(rest.substr(0, open));
     arg.push_back('\0');
     arg += rest.substr(open + 1, rest.size() - open - 2);
-    return WhenKey{Attr::kMetadata, arg};
+    return WhenKey{Attr::kMetadata, arg, std::nullopt};
   }
   if (key == "destination.labels" || key == "destination.name" || key == "destination.namespace" ||
       key == "destination.user") {
@@ -346,23 +338,23 @@ util::Result<WhenKey> parse_when_key(std::string_view key) {
   return util::make_error("is not a supported condition key");
 }
 
-util::Result<bool> check_value(Attr attr, std::string_view value) {
+util::Status check_value(Attr attr, std::string_view value) {
   switch (attr) {
     case Attr::kPort: {
       auto r = parse_port(value);
       if (!r.ok()) return r.error();
-      return true;
+      return util::ok();
     }
     case Attr::kSourceIp:
     case Attr::kRemoteIp:
     case Attr::kDestinationIp: {
       auto r = parse_cidr(value);
       if (!r.ok()) return r.error();
-      return true;
+      return util::ok();
     }
     case Attr::kPath:
       if (contains_path_template(value)) return validate_path_template(value);
-      return true;
+      return util::ok();
     case Attr::kSourceServiceAccount: {
       if (value.find('*') != std::string_view::npos) {
         return util::make_error("is not a service account: wildcards are not supported");
@@ -373,10 +365,10 @@ util::Result<bool> check_value(Attr attr, std::string_view value) {
            value.find('/', slash + 1) != std::string_view::npos)) {
         return util::make_error("is not a service account (\"name\" or \"namespace/name\")");
       }
-      return true;
+      return util::ok();
     }
     default:
-      return true;
+      return util::ok();
   }
 }
 

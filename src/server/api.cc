@@ -7,10 +7,11 @@
 #include <nlohmann/json.hpp>
 
 #include "tollgate/compile/compile.h"
-#include "tollgate/compile/lint.h"
 #include "tollgate/eval/evaluate.h"
 #include "tollgate/eval/request.h"
+#include "tollgate/lint/lint.h"
 #include "tollgate/policy/parse.h"
+#include "tollgate/util/json_text.h"
 #include "tollgate/util/log.h"
 
 namespace tollgate::server {
@@ -461,10 +462,10 @@ HttpResponse Api::policy(const publish::Snapshot& s, std::string_view ns,
       }
     }
   }
-  std::vector<policy::Policy> policies;
+  std::vector<const policy::Policy*> policies;
   policies.reserve(s.policies->size());
-  for (const auto& [_, q] : *s.policies) policies.push_back(*q);
-  compile::LintInput in;
+  for (const auto& [_, q] : *s.policies) policies.push_back(q.get());
+  lint::Context in;
   in.policies = policies;
   in.workloads = workloads;
   in.service_accounts = s.service_accounts.get();
@@ -472,20 +473,13 @@ HttpResponse Api::policy(const publish::Snapshot& s, std::string_view ns,
   in.mesh = s.mesh;
   json validation = json::array();
   for (const auto& f : p->findings) validation.push_back(policy::finding_json(f));
-  json lint = json::array();
-  for (const auto& f : compile::lint(in)) {
-    if (f.object != key) continue;
-    const bool is_validation =
-        std::any_of(p->findings.begin(), p->findings.end(), [&](const policy::Finding& v) {
-          return v.code == f.code && v.path == f.path && v.message == f.message;
-        });
-    if (!is_validation) lint.push_back(policy::finding_json(f));
-  }
+  json findings = json::array();
+  for (const auto& f : lint::lint_policy(*p, in)) findings.push_back(policy::finding_json(f));
   auto r = json_response(200, dump(json{{"policy", key},
                                         {"revision", s.revision},
                                         {"selected", selected},
                                         {"validation", validation},
-                                        {"lint", lint}}));
+                                        {"lint", findings}}));
   r.headers = "X-Tollgate-Revision: " + std::to_string(s.revision) + "\r\n";
   return r;
 }

@@ -1,14 +1,9 @@
 #include "tollgate/source/manifests.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
-#include <memory>
+
+#include "tollgate/util/file.h"
 
 namespace tollgate::source {
 namespace {
@@ -107,54 +102,6 @@ util::Result<bool> add(FileObjects& f, const policy::ObjectText& o) {
   return true;
 }
 
-// A file's bytes, read into memory that is not zeroed first (a 200 MB export would be
-// written twice).
-struct Bytes {
-  std::unique_ptr<char[]> data;
-  std::size_t size = 0;
-  std::string_view view() const { return {data.get(), size}; }
-};
-
-// The whole file, at most `max` bytes.
-util::Result<Bytes> slurp(const std::string& path, std::uint64_t max) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return util::make_error(path + ": " + std::strerror(errno));
-  struct stat st {};
-  Bytes buf;
-  std::string error;
-  std::size_t capacity = 0;
-  if (::fstat(fd, &st) != 0) {
-    error = std::strerror(errno);
-  } else if (static_cast<std::uint64_t>(st.st_size) > max) {
-    error = std::to_string(st.st_size) + " bytes, more than the limit of " + std::to_string(max) +
-            " (--max-manifest-bytes)";
-  } else {
-    capacity = static_cast<std::size_t>(st.st_size) + 1;  // +1: see a file that grew
-    buf.data.reset(new char[capacity]);
-  }
-  while (error.empty()) {
-    if (buf.size == capacity) {
-      if (capacity > max) break;
-      const std::size_t bigger = std::min<std::uint64_t>(capacity * 2, max + 1);
-      std::unique_ptr<char[]> grown(new char[bigger]);
-      std::memcpy(grown.get(), buf.data.get(), buf.size);
-      buf.data = std::move(grown);
-      capacity = bigger;
-    }
-    const ssize_t n = ::read(fd, buf.data.get() + buf.size, capacity - buf.size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) error = std::strerror(errno);
-    if (n <= 0) break;
-    buf.size += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  if (error.empty() && buf.size > max) {
-    error = "more than the limit of " + std::to_string(max) + " bytes (--max-manifest-bytes)";
-  }
-  if (!error.empty()) return util::make_error(path + ": " + error);
-  return buf;
-}
-
 }  // namespace
 
 util::Result<FileObjects> read_text(std::string_view text, const std::string& origin) {
@@ -168,8 +115,14 @@ util::Result<FileObjects> read_text(std::string_view text, const std::string& or
 }
 
 util::Result<FileObjects> read_file(const std::string& path, const ReadOptions& options) {
-  TOLLGATE_TRY(bytes, slurp(path, options.max_file_bytes));
-  return read_text(bytes.view(), path);
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (!ec && size > options.max_file_bytes) {
+    return util::make_error(path + ": " + std::to_string(size) + " bytes, more than the limit of " +
+                            std::to_string(options.max_file_bytes) + " (--max-manifest-bytes)");
+  }
+  TOLLGATE_TRY(text, util::read_file(path, options.max_file_bytes));
+  return read_text(text, path);
 }
 
 std::vector<std::string> list_files(const std::vector<std::string>& paths,

@@ -690,6 +690,9 @@ TEST_CASE("/v1/check rejects bad input with 400 and a message naming the problem
            {R"({"workload":{"labels":{"a":"b"}},"request":{}})", "workload.namespace"},
            {R"({"workload":{"namespace":"default","pod":"web-1"},"extra":1})", "extra"},
            {R"({"workload":)" + deep + "}", "nested deeper"},
+           {R"({"workload":{"namespace":"default","pod":"web-1"},"request":{
+               "requestPrincipal":"https://i.example/bob","jwtClaims":{"sub":"alice"}}})",
+            "request.requestPrincipal \"https://i.example/bob\" disagrees with jwtClaims"},
        }) {
     INFO(c.body.substr(0, 80));
     auto r = svc.request(post("/v1/check", c.body));

@@ -1,6 +1,7 @@
 // A deliberately simple interpreter of Istio's AuthorizationPolicy semantics, written from
-// SEMANTICS.md without tollgate's compiler or matchers: plain loops over the policy JSON.
-// It covers what the property test generates (no CUSTOM, no dry-run, default mesh).
+// docs/semantics.md without tollgate's compiler or matchers: plain loops over the policy JSON.
+// It covers what the property and differential tests generate (no CUSTOM, no dry-run, default
+// mesh). Pure functions; thread-safe.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -11,6 +12,9 @@
 namespace tollgate::testing {
 
 struct RefDecision {
+  // Set when the request cannot be evaluated at all (a requestPrincipal that contradicts the
+  // JWT payload): tollgate's request parser must refuse it too.
+  std::optional<std::string> invalid;
   bool allowed = false;
   std::optional<std::string> policy;  // "ns/name" of the deciding rule's policy
 };

@@ -95,6 +95,11 @@ TEST_CASE("check and lint name bad inputs and exit 2") {
                    "' --workload default/backend --request '{' ");
   CHECK(r.status == 2);
   CHECK_THAT(r.err, Catch::Contains("--request: not valid JSON"));
+  r = run_tollgate("check -f '" + source_path("examples/seed") +
+                   "' --workload default/backend --request "
+                   "'{\"requestPrincipal\":\"i/bob\",\"jwtClaims\":{\"iss\":\"j\"}}'");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--request: request.requestPrincipal \"i/bob\" disagrees"));
   r = run_tollgate("frobnicate");
   CHECK(r.status != 0);
 }
@@ -222,6 +227,40 @@ TEST_CASE("eval --jsonl answers each line before waiting for the next, as a copr
   close(from_child[0]);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 1);
+}
+
+TEST_CASE("eval, single and --jsonl, refuses a requestPrincipal that contradicts jwtClaims") {
+  const std::string deny =
+      R"({"policies":[{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy",
+          "metadata":{"name":"x","namespace":"foo"},"spec":{"action":"DENY","rules":[{"from":
+          [{"source":{"requestPrincipals":["https://issuer.example/*"]}}]}]}}],
+          "workload":{"namespace":"foo"},"request":)";
+  const std::string agree =
+      R"({"requestPrincipal":"https://issuer.example/bob","jwtClaims":{"groups":["dev"]}})";
+  const std::string disagree =
+      R"({"requestPrincipal":"https://issuer.example/bob","jwtClaims":{"sub":"alice"}})";
+  auto one_line = [](std::string s) {
+    std::erase(s, '\n');
+    return s;
+  };
+  auto r = run_tollgate("eval", deny + agree + "}");
+  CHECK(r.status == 0);
+  CHECK(json::parse(r.out)["decision"] == "DENY");
+  CHECK(json::parse(r.out)["policy"] == "foo/x");
+  r = run_tollgate("eval", deny + disagree + "}");
+  CHECK(r.status == 1);
+  CHECK_THAT(json::parse(r.out)["error"].get<std::string>(),
+             Catch::Contains("disagrees with jwtClaims: sub is \"alice\""));
+  // --jsonl: the fast path hands the contradiction to the full parser, which words it.
+  r = run_tollgate("eval --jsonl",
+                   one_line(deny + agree + "}") + "\n" + one_line(deny + disagree + "}") + "\n");
+  CHECK(r.status == 1);
+  std::istringstream lines(r.out);
+  std::string l1, l2;
+  std::getline(lines, l1);
+  std::getline(lines, l2);
+  CHECK(json::parse(l1)["policy"] == "foo/x");
+  CHECK_THAT(json::parse(l2)["error"].get<std::string>(), Catch::Contains("disagrees"));
 }
 
 // ---- manifests that cannot be read ----------------------------------------------------------

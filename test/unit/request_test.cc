@@ -86,3 +86,93 @@ TEST_CASE("prepare's shortcut for already-normal paths agrees with normalize_pat
     }
   }
 }
+
+namespace {
+
+// The issuer and subject that requestPrincipals match for a request, as "iss|sub" ("-" when
+// absent), or "rejected: <why>".
+std::string iss_sub(const std::string& request_json) {
+  const auto r = eval::parse_request(nlohmann::json::parse(request_json));
+  if (!r.ok()) return "error: " + r.error().message;
+  eval::PreparedRequest p;
+  eval::prepare(*r, PathNormalization::kBase, p);
+  if (p.rejected) return "rejected: " + *p.rejected;
+  return (p.iss != nullptr ? *p.iss : "-") + "|" + (p.sub != nullptr ? *p.sub : "-");
+}
+
+}  // namespace
+
+TEST_CASE("requestPrincipal is the token's iss/sub even when jwtClaims leaves them out") {
+  CHECK(iss_sub(R"({"requestPrincipal":"https://i.example/bob"})") == "https://i.example|bob");
+  CHECK(iss_sub(R"({"requestPrincipal":"https://i.example/bob","jwtClaims":{"groups":["g"]}})") ==
+        "https://i.example|bob");
+  CHECK(iss_sub(R"({"jwtClaims":{"iss":"i","sub":"s"}})") == "i|s");
+  CHECK(iss_sub(R"({"jwtClaims":{"iss":"i"}})") == "i|-");
+  CHECK(iss_sub(R"({"jwtClaims":{"iss":7,"sub":"s"}})") == "-|s");
+  CHECK(iss_sub(R"({"requestPrincipal":"no-slash"})") == "no-slash|-");
+}
+
+TEST_CASE("with both, the payload's iss and sub decide where the principal splits") {
+  CHECK(iss_sub(R"({"requestPrincipal":"https://i.example/team/bob",
+                    "jwtClaims":{"iss":"https://i.example","sub":"team/bob"}})") ==
+        "https://i.example|team/bob");
+  CHECK(iss_sub(R"({"requestPrincipal":"https://i.example/team/bob",
+                    "jwtClaims":{"iss":"https://i.example"}})") == "https://i.example|team/bob");
+  CHECK(iss_sub(R"({"requestPrincipal":"https://i.example/team/bob",
+                    "jwtClaims":{"sub":"team/bob"}})") == "https://i.example|team/bob");
+}
+
+TEST_CASE("a requestPrincipal that disagrees with jwtClaims is an error naming both") {
+  CHECK(iss_sub(R"({"requestPrincipal":"a/b","jwtClaims":{"iss":"a","sub":"c"}})") ==
+        "error: request.requestPrincipal \"a/b\" disagrees with jwtClaims: iss/sub is \"a/c\"");
+  CHECK(iss_sub(R"({"requestPrincipal":"a/b","jwtClaims":{"iss":"x"}})") ==
+        "error: request.requestPrincipal \"a/b\" disagrees with jwtClaims: iss is \"x\"");
+  CHECK(iss_sub(R"({"requestPrincipal":"a/b","jwtClaims":{"sub":"x"}})") ==
+        "error: request.requestPrincipal \"a/b\" disagrees with jwtClaims: sub is \"x\"");
+  CHECK(iss_sub(R"({"requestPrincipal":"a/b","jwtClaims":{"iss":"a/b"}})").starts_with("error"));
+  CHECK(iss_sub(R"({"requestPrincipal":"a/b","jwtClaims":{"sub":["b"]}})") ==
+        "error: request.requestPrincipal \"a/b\" disagrees with jwtClaims: its iss and sub must "
+        "be strings");
+}
+
+TEST_CASE("a request built without the parser that contradicts itself is rejected, not trusted") {
+  eval::Request r;
+  r.request_principal = "https://i.example/bob";
+  r.jwt_claims = {{"iss", "https://other.example"}};
+  eval::PreparedRequest p;
+  eval::prepare(r, PathNormalization::kBase, p);
+  REQUIRE(p.rejected.has_value());
+  CHECK_THAT(*p.rejected, Catch::Contains("disagrees with jwtClaims"));
+  CHECK(eval::request_principal_conflict(r).has_value());
+  r.jwt_claims = {{"iss", "https://i.example"}};
+  CHECK_FALSE(eval::request_principal_conflict(r).has_value());
+}
+
+TEST_CASE("normalization is idempotent, so a path a proxy already normalized is left as it is") {
+  // Every path of up to 6 characters over the characters normalization acts on.
+  const std::string alphabet = "/.%2fF5Cc\\a?";
+  std::vector<std::string> paths = {"/"};
+  for (std::size_t start = 0, len = 0; len < 6; ++len) {
+    const std::size_t end = paths.size();
+    for (std::size_t i = start; i < end; ++i) {
+      for (char c : alphabet) paths.push_back(paths[i] + c);
+    }
+    start = end;
+  }
+  REQUIRE(paths.size() > 3'000'000);
+  std::size_t checked = 0;
+  for (auto n : {PathNormalization::kBase, PathNormalization::kMergeSlashes,
+                 PathNormalization::kDecodeAndMergeSlashes, PathNormalization::kNone}) {
+    for (std::size_t i = 0; i < paths.size(); i += 7) {  // a spread sample, all lengths
+      const auto once = normalize_path(paths[i], n);
+      if (!once) continue;
+      const auto twice = normalize_path(*once, n);
+      if (!twice || *twice != *once) {
+        FAIL("normalizing " << paths[i] << " (mode " << static_cast<int>(n) << ") gives " << *once
+                            << ", and again " << twice.value_or("(rejected)"));
+      }
+      ++checked;
+    }
+  }
+  CHECK(checked > 1'000'000);
+}

@@ -1,4 +1,4 @@
-// The command line: `tollgate eval | check | lint` (and `run` once the service lands).
+// The command line: `tollgate run | eval | check | lint`.
 // Runs on the calling thread.
 #pragma once
 
@@ -9,7 +9,8 @@ namespace tollgate::app {
 
 int run_cli(int argc, char** argv);
 
-// `tollgate eval`: API.md's stateless evaluation, stdin -> stdout. Returns the exit status.
+// `tollgate eval` (docs/api.md#tollgate-eval): stateless evaluation, stdin -> stdout. Returns
+// the exit status.
 // One input (a line with `jsonl`, else all of `in`) may take at most max_input_bytes; a longer
 // line gets an error in its place and is skipped without being held in memory.
 inline constexpr std::size_t kDefaultMaxInputBytes = std::size_t{64} << 20;

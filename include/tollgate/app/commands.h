@@ -35,7 +35,7 @@ int run_lint(const LintOptions& o);
 struct RunOptions {
   std::vector<std::string> manifests;  // files or directories (the embedded default)
   std::uint64_t max_manifest_bytes = source::kDefaultMaxFileBytes;
-  std::string kubeconfig;  // a cluster instead (issue 3's watchers)
+  std::string kubeconfig;  // watch a cluster through this kubeconfig instead
   bool once = false;       // print every table once synced, then exit
   std::string root_namespace = "istio-system";
   std::string trust_domain = "cluster.local";
@@ -49,6 +49,6 @@ struct RunOptions {
   int staleness_seconds = 300;
   int http_threads = 0;  // 0: one per core
 };
-int run_run(const RunOptions& o);
+int run_controller(const RunOptions& o);
 
 }  // namespace tollgate::app

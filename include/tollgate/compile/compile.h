@@ -1,5 +1,5 @@
 // Compilation: the policies that apply to a workload -> its DecisionTable, following Istio's
-// generation rules (docs/semantics.md). Pure functions, no I/O; thread-safe.
+// generation rules (docs/semantics.md#how-a-rule-matches). Pure functions, no I/O; thread-safe.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -1,6 +1,7 @@
 // DecisionTable: everything a sidecar needs to decide for one workload, compiled from the
-// policies that apply to it. Immutable once built (finalize() builds the lookup indexes);
-// safe to share between threads for reading. Wire format: docs/decision-table.md.
+// policies that apply to it. Made by a TableBuilder, whose finish() builds the lookup indexes
+// and the hash once; immutable afterwards and safe to share between threads for reading.
+// Wire format: docs/decision-table.md.
 #pragma once
 
 #include <cstdint>
@@ -69,9 +70,10 @@ struct ValueIndex {
   // serviceAccounts: (namespace, name) pairs
   std::vector<std::pair<std::string, std::string>> service_accounts;
   // requestPrincipals: non-exact (iss, sub) matchers; exact pairs go to `exact` as iss\0sub
+  enum class Match : std::uint8_t { kExact, kPrefix, kSuffix, kNonEmpty };
   struct IssSub {
-    std::uint8_t iss_kind, sub_kind;  // 0 exact, 1 prefix, 2 suffix, 3 nonempty
-    std::string iss, sub;
+    Match iss_kind = Match::kExact, sub_kind = Match::kExact;
+    std::string iss, sub;  // the text compared (unused for kNonEmpty)
   };
   std::vector<IssSub> iss_sub;
   // metadata list-contains values ("[v]")
@@ -132,8 +134,26 @@ struct DecisionTable {
   std::vector<std::string> notes;
   std::string hash;  // content hash of the wire form (hex); the ETag
 
-  // Builds every ValueIndex. Must be called once after the vectors are filled.
-  void finalize();
+ private:
+  friend class TableBuilder;
+  void build_indexes();  // every ValueIndex, from the predicates' values
 };
+
+// The one way to a usable table with rules: fill draft(), then std::move(builder).finish()
+// builds every index and the content hash, exactly once, and hands the table over. (A
+// default-constructed DecisionTable has no rules and needs neither.)
+class TableBuilder {
+ public:
+  TableBuilder() = default;
+  explicit TableBuilder(DecisionTable draft) : table_(std::move(draft)) {}
+  DecisionTable& draft() { return table_; }
+  DecisionTable finish() &&;
+
+ private:
+  DecisionTable table_;
+};
+
+// hex of the hash of the table's wire form without its "hash" field (wire.cc).
+std::string content_hash(const DecisionTable& t);
 
 }  // namespace tollgate::compile

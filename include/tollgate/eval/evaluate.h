@@ -10,7 +10,7 @@
 
 namespace tollgate::eval {
 
-enum class Why : std::uint8_t {
+enum class Cause : std::uint8_t {
   kRejected,        // Envoy rejects the request before authorization
   kCustomDenied,    // a CUSTOM rule matched and its provider denied
   kCustomNoAnswer,  // a CUSTOM rule matched and no provider answer was given: fail closed
@@ -23,7 +23,7 @@ enum class Why : std::uint8_t {
 
 struct Decision {
   bool allowed = false;
-  Why why = Why::kNoAllowMatched;
+  Cause cause = Cause::kNoAllowMatched;
   const compile::TableRule* rule = nullptr;  // the deciding rule, null for a default
   const compile::CustomStage* stage = nullptr;
   const compile::TableRule* audit = nullptr;  // first matching AUDIT rule
@@ -47,8 +47,8 @@ std::string mismatch(const compile::TableRule& rule, const PreparedRequest& r,
 // A sentence a person can read.
 std::string reason(const compile::DecisionTable& t, const Decision& d, const PreparedRequest& r);
 
-// API.md's decision shape: {"decision","policy","action","rule","reason"} plus "audit" and
-// "dryRun" when they apply.
+// The decision shape of docs/api.md#the-decision: {"decision","policy","action","rule",
+// "reason"} plus "audit" and "dryRun" when they apply.
 nlohmann::json decision_json(const compile::DecisionTable& t, const Decision& d,
                              const PreparedRequest& r);
 

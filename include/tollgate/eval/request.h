@@ -1,5 +1,5 @@
-// The request shape of API.md, parsed, and its prepared form (normalized path, parsed IPs,
-// lower-cased host) that evaluation reads. Plain values; thread-compatible.
+// The request shape of docs/api.md#the-request, parsed, and its prepared form (normalized
+// path, parsed IPs, lower-cased host) that evaluation reads. Plain values; thread-compatible.
 #pragma once
 
 #include <array>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tollgate/policy/model.h"
+#include "tollgate/policy/values.h"
 #include "tollgate/util/result.h"
 
 namespace tollgate::eval {
@@ -32,10 +33,17 @@ struct Request {  // NOLINT(bugprone-exception-escape): json() does not throw
   std::map<std::string, std::string> ext_authz_by_provider;
 };
 
-// Parses API.md's request object; errors name the field ("request.port: must be ...").
+// Parses the request object of docs/api.md; errors name the field ("request.port: must be
+// ..."). A requestPrincipal that disagrees with jwtClaims' iss/sub is an error.
 util::Result<Request> parse_request(const nlohmann::json& j);
 
-// RFC 3986 normalization as Envoy applies it before authorization (docs/semantics.md §16).
+// What is wrong when `r` gives both requestPrincipal and jwtClaims and they disagree (the
+// principal is not the payload's iss + "/" + sub); nullopt when they agree or one is absent.
+// prepare() rejects such a request (denied) for callers that built it without parse_request.
+std::optional<std::string> request_principal_conflict(const Request& r);
+
+// RFC 3986 normalization as Envoy applies it before authorization
+// (docs/semantics.md#path-normalization).
 // Returns the normalized path (query kept) or nullopt when Envoy rejects the path (400).
 std::optional<std::string> normalize_path(std::string_view path, policy::PathNormalization n);
 
@@ -52,7 +60,7 @@ struct PreparedRequest {
   std::string_view principal;     // into uri
   std::string_view trust_domain;  // principal up to its first '/' (empty if none)
   bool has_source_ip = false, has_remote_ip = false, has_destination_ip = false;
-  std::array<std::uint8_t, 16> source_ip{}, remote_ip{}, destination_ip{};
+  policy::IpAddress source_ip, remote_ip, destination_ip;
   bool jwt = false;
   const std::string* iss = nullptr;  // string claims, or split request principal
   const std::string* sub = nullptr;
@@ -68,7 +76,9 @@ struct PreparedRequest {
   // hash_bytes() of the attributes most rules test, computed once per request.
   std::uint64_t principal_hash = 0, trust_domain_hash = 0, method_hash = 0, host_hash = 0,
                 path_hash = 0, iss_sub_hash = 0;
-  std::optional<std::string> rejected;  // Envoy answers 400 before authorization
+  // Why the request is denied before authorization: Envoy answers 400 (a %00 in the path), or
+  // its requestPrincipal contradicts its jwtClaims.
+  std::optional<std::string> rejected;
 };
 
 // `n` is the table's path normalization.

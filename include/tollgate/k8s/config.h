@@ -34,9 +34,6 @@ struct ClusterConfig {
 // Parses c.server into scheme/host/port/base_path; errors name the bad part.
 util::Result<ClusterConfig> parse_server(ClusterConfig c);
 
-// Decodes standard base64 (with padding; line breaks ignored). Errors on anything else.
-util::Result<std::string> decode_base64(std::string_view text);
-
 // One kubeconfig file or a ':'-separated list merged as kubectl merges $KUBECONFIG: for each of
 // clusters/users/contexts the first file defining a name wins, current-context comes from the
 // first file setting it; files of a list that do not exist are skipped (an explicit single

@@ -59,7 +59,7 @@ std::string policy_fingerprint(const nlohmann::json& object);
 // decision service's /v1/policies).
 nlohmann::json finding_json(const Finding& f);
 
-// Mesh settings from a JSON object (API.md `mesh`); unknown keys are errors.
+// Mesh settings from a JSON object (docs/api.md#mesh-settings); unknown keys are errors.
 util::Result<MeshConfig> parse_mesh(const nlohmann::json& object);
 
 // A workload described directly: {"namespace", "labels", "serviceAccount", "pod"?}.

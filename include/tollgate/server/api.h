@@ -1,6 +1,6 @@
-// The endpoints of API.md as plain functions of (request, snapshot) -> response, with no
-// networking: the HTTP sessions in server.cc call them. Api is immutable after construction
-// apart from the thread-safe Metrics it reports to; thread-safe.
+// The endpoints of docs/api.md#endpoints as plain functions of (request, snapshot) ->
+// response, with no networking: the HTTP sessions in server.cc call them. Api is immutable
+// after construction apart from the thread-safe Metrics it reports to; thread-safe.
 #pragma once
 
 #include <chrono>

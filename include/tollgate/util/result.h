@@ -1,5 +1,6 @@
-// Result<T>: a value or an Error with a human-readable message, for fallible functions.
-// Value type; no shared state, so as thread-safe as the T it holds.
+// Result<T>: a value or an Error with a human-readable message, for fallible functions;
+// Status (= Result<void>): success or an Error, for fallible functions with nothing to return.
+// Value types; no shared state, so as thread-safe as the T they hold.
 #pragma once
 
 #include <string>
@@ -33,6 +34,27 @@ class [[nodiscard]] Result {
   std::variant<T, Error> v_;
 };
 
+// Success or an Error. `Status s = util::ok();` / `return util::make_error("...");`.
+template <>
+class [[nodiscard]] Result<void> {
+ public:
+  Result() = default;
+  Result(Error error)
+      : error_(std::move(error)), failed_(true) {}  // NOLINT(google-explicit-constructor)
+
+  bool ok() const { return !failed_; }
+  explicit operator bool() const { return ok(); }
+  const Error& error() const { return error_; }
+
+ private:
+  Error error_;
+  bool failed_ = false;
+};
+
+using Status = Result<void>;
+
+inline Status ok() { return {}; }
+
 inline Error make_error(std::string message) { return Error{std::move(message)}; }
 
 }  // namespace tollgate::util
@@ -44,4 +66,11 @@ inline Error make_error(std::string message) { return Error{std::move(message)};
   auto var##_result_ = (expr);                           \
   if (!var##_result_.ok()) return var##_result_.error(); \
   auto var = std::move(var##_result_).value()
+
+// Propagates an error from an expression returning Status (or any Result whose value the
+// caller does not need); binds no name.
+#define TOLLGATE_TRY_STATUS(expr)                                                                \
+  do {                                                                                           \
+    if (auto tollgate_status_ = (expr); !tollgate_status_.ok()) return tollgate_status_.error(); \
+  } while (false)
 // NOLINTEND(bugprone-macro-parentheses)

@@ -1,0 +1,148 @@
+#include "tollgate/agent/identity.h"
+
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <memory>
+#include <vector>
+
+#include "tollgate/util/base64.h"
+#include "tollgate/util/strings.h"
+
+namespace tollgate::agent {
+namespace {
+
+constexpr std::string_view kSpiffe = "spiffe://";
+
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct GeneralNamesFree {
+  void operator()(GENERAL_NAMES* n) const { GENERAL_NAMES_free(n); }
+};
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+
+// The first spiffe:// URI SAN of `cert`.
+std::optional<std::string> spiffe_id(X509* cert) {
+  std::unique_ptr<GENERAL_NAMES, GeneralNamesFree> names(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+  if (!names) return std::nullopt;
+  for (int i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names.get(), i);
+    if (n->type != GEN_URI) continue;
+    const ASN1_STRING* uri = n->d.uniformResourceIdentifier;
+    const std::string_view v(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                             static_cast<std::size_t>(ASN1_STRING_length(uri)));
+    if (v.starts_with(kSpiffe) && v.size() > kSpiffe.size()) {
+      return std::string(v.substr(kSpiffe.size()));
+    }
+  }
+  return std::nullopt;
+}
+
+X509Ptr from_pem(std::string_view pem) {
+  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (!bio) return nullptr;
+  return X509Ptr(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+}
+
+X509Ptr from_der(std::string_view der) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  // Trailing bytes after the certificate are not a certificate we understand.
+  if (cert && p != reinterpret_cast<const unsigned char*>(der.data()) + der.size()) return nullptr;
+  return cert;
+}
+
+}  // namespace
+
+util::Result<std::string> url_unescape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out.push_back(s[i]);
+      continue;
+    }
+    const int hi = i + 2 < s.size() ? util::hex_digit(s[i + 1]) : -1;
+    const int lo = i + 2 < s.size() ? util::hex_digit(s[i + 2]) : -1;
+    if (hi < 0 || lo < 0) {
+      return util::make_error("malformed %-escape at offset " + std::to_string(i));
+    }
+    out.push_back(static_cast<char>(hi * 16 + lo));
+    i += 2;
+  }
+  return out;
+}
+
+util::Result<std::optional<std::string>> principal_from_client_cert(std::string_view value) {
+  value = util::trim(value);
+  if (value.empty()) return std::optional<std::string>();  // the proxy saw no certificate
+  TOLLGATE_TRY(text, url_unescape(value));
+  X509Ptr cert;
+  if (text.find("-----BEGIN") != std::string::npos) {
+    cert = from_pem(text);
+  } else {
+    // Base64 DER; a chain is comma-separated, the client's certificate first.
+    std::string first(util::trim(std::string_view(text).substr(0, text.find(','))));
+    std::erase_if(first, [](char c) { return c == ' ' || c == '\t'; });
+    auto der = util::decode_base64(first);
+    if (!der.ok()) return util::make_error("the certificate is neither PEM nor base64 DER");
+    cert = from_der(*der);
+  }
+  if (!cert) return util::make_error("the certificate cannot be parsed");
+  return spiffe_id(cert.get());
+}
+
+util::Result<std::optional<std::string>> principal_from_xfcc(std::string_view value) {
+  // Split into elements (',') and pairs (';') outside double quotes; \" escapes a quote.
+  std::vector<std::vector<std::pair<std::string, std::string>>> elements(1);
+  std::string key, val;
+  bool in_value = false, quoted = false;
+  auto end_pair = [&] {
+    if (!util::trim(key).empty()) {
+      elements.back().emplace_back(util::lowered(util::trim(key)), std::string(util::trim(val)));
+    }
+    key.clear();
+    val.clear();
+    in_value = false;
+  };
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    const char c = value[i];
+    if (quoted) {
+      if (c == '\\' && i + 1 < value.size()) {
+        val.push_back(value[++i]);
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        val.push_back(c);
+      }
+    } else if (c == '"' && in_value) {
+      quoted = true;
+    } else if (c == '=' && !in_value) {
+      in_value = true;
+    } else if (c == ';') {
+      end_pair();
+    } else if (c == ',') {
+      end_pair();
+      elements.emplace_back();
+    } else {
+      (in_value ? val : key).push_back(c);
+    }
+  }
+  if (quoted) return util::make_error("X-Forwarded-Client-Cert has an unterminated quote");
+  end_pair();
+  for (const auto& [k, v] : elements.back()) {
+    if (k == "uri" && v.starts_with(kSpiffe) && v.size() > kSpiffe.size()) {
+      return std::optional<std::string>(v.substr(kSpiffe.size()));
+    }
+  }
+  return std::optional<std::string>();
+}
+
+}  // namespace tollgate::agent
