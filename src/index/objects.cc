@@ -140,33 +140,39 @@ simdjson::error_code read_port(od::object port, policy::ContainerPort& cp, Where
   return simdjson::SUCCESS;
 }
 
-simdjson::error_code read_ports(od::value containers_value, PodObject& pod, Where& w) {
-  w.at("spec.containers", "a list");
-  if (containers_value.is_null()) return simdjson::SUCCESS;
-  od::array containers;
-  if (auto err = containers_value.get_array().get(containers)) return err;
-  for (auto c : containers) {
-    w.at("spec.containers[]", "an object");
-    od::object container;
-    if (auto err = c.get_object().get(container)) return err;
-    od::value ports_value;
-    auto err = container.find_field_unordered("ports").get(ports_value);
-    if (err == simdjson::NO_SUCH_FIELD) continue;
-    if (err) return err;
-    if (ports_value.is_null()) continue;
-    w.at("spec.containers[].ports", "a list");
-    od::array ports;
-    if (auto e = ports_value.get_array().get(ports)) return e;
-    for (auto p : ports) {
-      w.at("spec.containers[].ports[]", "an object");
-      od::object port;
-      if (auto e = p.get_object().get(port)) return e;
-      policy::ContainerPort cp;
-      if (auto e = read_port(port, cp, w)) return e;
-      pod.ports.push_back(std::move(cp));
-    }
+// Calls f(object) for each element of the list `v` (null: none), each of which must be an
+// object; `list` and `item` name them in errors.
+template <typename F>
+simdjson::error_code for_each_object(od::value v, Where& w, const char* list, const char* item,
+                                     F f) {
+  w.at(list, "a list");
+  if (v.is_null()) return simdjson::SUCCESS;
+  od::array elements;
+  if (auto err = v.get_array().get(elements)) return err;
+  for (auto e : elements) {
+    w.at(item, "an object");
+    od::object o;
+    if (auto err = e.get_object().get(o)) return err;
+    if (auto err = f(o)) return err;
   }
   return simdjson::SUCCESS;
+}
+
+simdjson::error_code read_ports(od::value containers, PodObject& pod, Where& w) {
+  return for_each_object(
+      containers, w, "spec.containers", "spec.containers[]", [&](od::object container) {
+        od::value ports;
+        auto err = container.find_field_unordered("ports").get(ports);
+        if (err == simdjson::NO_SUCH_FIELD) return simdjson::SUCCESS;
+        if (err) return err;
+        return for_each_object(ports, w, "spec.containers[].ports", "spec.containers[].ports[]",
+                               [&](od::object port) {
+                                 policy::ContainerPort cp;
+                                 if (auto e = read_port(port, cp, w)) return e;
+                                 pod.ports.push_back(std::move(cp));
+                                 return simdjson::SUCCESS;
+                               });
+      });
 }
 
 // spec.serviceAccountName, else the deprecated spec.serviceAccount.
@@ -210,18 +216,15 @@ simdjson::error_code decode_status(od::object status, PodObject& pod, Where& w) 
       w.at("status.podIP", "a string");
       if (auto err = read_string(field.value(), pod_ip)) return err;
     } else if (key == "podIPs") {
-      w.at("status.podIPs", "a list of {ip}");
-      od::value v = field.value();
-      if (v.is_null()) continue;
-      od::array ips;
-      if (auto err = v.get_array().get(ips)) return err;
-      for (auto entry : ips) {
-        od::object o;
-        if (auto err = entry.get_object().get(o)) return err;
-        std::string ip;
-        if (auto err = read_string(o["ip"], ip)) return err;
-        if (!ip.empty()) pod.ips.push_back(std::move(ip));
-      }
+      auto err =
+          for_each_object(field.value(), w, "status.podIPs", "status.podIPs[]", [&](od::object o) {
+            std::string ip;
+            w.at("status.podIPs[].ip", "a string");
+            if (auto e = read_string(o["ip"], ip)) return e;
+            if (!ip.empty()) pod.ips.push_back(std::move(ip));
+            return simdjson::SUCCESS;
+          });
+      if (err) return err;
     }
   }
   if (pod.ips.empty() && !pod_ip.empty()) pod.ips.push_back(std::move(pod_ip));

@@ -17,7 +17,7 @@ const PodEntry* Snapshot::find(std::string_view ns, std::string_view pod) const 
   return it == namespaces.end() ? nullptr : it->second->find(pod);
 }
 
-PolicyMap::const_iterator& PolicyMap::const_iterator::operator++() {
+PolicyMap::Iterator& PolicyMap::Iterator::operator++() {
   if (++inner_ == outer_->second->end()) {
     ++outer_;
     if (outer_ != end_) inner_ = outer_->second->begin();
@@ -27,12 +27,10 @@ PolicyMap::const_iterator& PolicyMap::const_iterator::operator++() {
 
 PolicyMap::const_iterator PolicyMap::begin() const {
   if (shards_.empty()) return end();
-  return const_iterator(shards_.begin(), shards_.end(), shards_.begin()->second->begin());
+  return {shards_.begin(), shards_.end(), shards_.begin()->second->begin()};
 }
 
-PolicyMap::const_iterator PolicyMap::end() const {
-  return const_iterator(shards_.end(), shards_.end(), {});
-}
+PolicyMap::const_iterator PolicyMap::end() const { return {shards_.end(), shards_.end(), {}}; }
 
 PolicyMap::const_iterator PolicyMap::find(std::string_view key) const {
   const auto slash = key.find('/');
@@ -41,7 +39,7 @@ PolicyMap::const_iterator PolicyMap::find(std::string_view key) const {
   if (shard == shards_.end()) return end();
   auto it = shard->second->find(key);
   if (it == shard->second->end()) return end();
-  return const_iterator(shard, shards_.end(), it);
+  return {shard, shards_.end(), it};
 }
 
 void PolicyMap::set_namespace(const std::string& ns, std::shared_ptr<const Shard> shard) {

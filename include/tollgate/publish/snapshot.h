@@ -45,35 +45,36 @@ class PolicyMap {
  public:
   using Shard = std::map<std::string, std::shared_ptr<const policy::Policy>, std::less<>>;
   using value_type = Shard::value_type;
-  class const_iterator {
+  class Iterator {
    public:
     using iterator_category = std::forward_iterator_tag;
     using value_type = PolicyMap::value_type;
     using difference_type = std::ptrdiff_t;
     using pointer = const value_type*;
     using reference = const value_type&;
-    const_iterator() = default;
+    Iterator() = default;
     reference operator*() const { return *inner_; }
     pointer operator->() const { return &*inner_; }
-    const_iterator& operator++();
-    const_iterator operator++(int) {
+    Iterator& operator++();
+    Iterator operator++(int) {
       auto copy = *this;
       ++*this;
       return copy;
     }
-    bool operator==(const const_iterator& o) const {
+    bool operator==(const Iterator& o) const {
       return outer_ == o.outer_ && (outer_ == end_ || inner_ == o.inner_);
     }
 
    private:
     friend class PolicyMap;
     using Outer = std::map<std::string, std::shared_ptr<const Shard>, std::less<>>::const_iterator;
-    const_iterator(Outer outer, Outer end, Shard::const_iterator inner)
+    Iterator(Outer outer, Outer end, Shard::const_iterator inner)
         : outer_(outer), end_(end), inner_(inner) {}
     Outer outer_, end_;
     Shard::const_iterator inner_;
   };
-  using iterator = const_iterator;
+  using const_iterator = Iterator;  // the names std::map's readers use
+  using iterator = Iterator;
 
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
