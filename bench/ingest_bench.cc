@@ -1,191 +1,126 @@
-// bench/ingest: the left half of the pipeline on a realistic cluster (~20,000 pods with
-// managedFields, ownerReferences and status in ~200 namespaces, ~2,000 policies).
-// Prints: the client's ingest rate of list JSON (parse + decode, then also index + publish),
-// time from start to ready against the fake API server over loopback, RSS per pod, and the
-// latency from a policy change selecting 1,000 pods to the published snapshot.
+// bench/ingest: the left half of the pipeline on a realistic cluster. Prints:
+//   - the client's ingest rate of list JSON (parse + decode; then also index + publish) and
+//     the heap per pod beyond the shared tables;
+//   - start -> ready against the fake API server, in this process (streaming list, and
+//     paginated lists), and as a separate `tollgate run` process with its whole RSS;
+//   - a policy change selecting 1,000 pods -> published snapshot;
+//   - pod churn (creates and deletes at a fixed rate) -> published, and the queue's depth;
+//   - a manifest directory holding the same cluster (one file, and 100 files): start ->
+//     ready, RSS, and one changed file -> a parked long-poll on an affected pod answered.
+// Usage: bench/ingest [--scale 21k|100k] [--rounds N] [--churn-seconds S] [--churn-rate R]
+//                     [--no-child] [--no-manifests] [--serve SECONDS]
+//                     [--only client,ready,child,latency,churn,manifests]
+//                     [--write-manifests DIR FILES]
+// --write-manifests only writes the cluster as FILES JSON Lists into DIR (for
+// `tollgate run --manifests DIR`).
+// --serve only serves the generated cluster for that long, with a kubeconfig for it in
+// /tmp/tollgate-bench-kubeconfig (to profile `tollgate run` against it).
 #include <malloc.h>
 
 #include <algorithm>
-#include <chrono>
 #include <condition_variable>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
+#include <deque>
+#include <filesystem>
 #include <mutex>
-#include <set>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
+#include "ingest_child.h"
+#include "ingest_cluster.h"
 #include "support/fake_apiserver.h"
+#include "support/run.h"
 #include "tollgate/app/cluster_source.h"
 #include "tollgate/k8s/watcher.h"
 #include "tollgate/publish/publisher.h"
 #include "tollgate/util/log.h"
 
 using namespace tollgate;
-using nlohmann::json;
-using Clock = std::chrono::steady_clock;
+using namespace tollgate::bench;
 using namespace std::chrono_literals;
 
 namespace {
 
-constexpr int kNamespaces = 200;
-constexpr int kAppsPerNamespace = 10;
-constexpr int kPodsPerApp = 10;
-constexpr int kBigPods = 1000;  // one more namespace, one app, for the selection latency
-constexpr int kPoliciesPerNamespace = 10;
+const std::string kPodsPath = "/api/v1/pods";
+const std::string kPoliciesPath = "/apis/security.istio.io/v1/authorizationpolicies";
 
-std::size_t rss_kib(const char* field) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field, 0) == 0) return std::stoul(line.substr(std::string(field).size()));
+struct Args {
+  ClusterSpec spec;
+  const char* scale = "21k";
+  int rounds = 3;
+  int churn_seconds = 10;
+  int churn_rate = 1000;  // operations (creates + deletes) per second
+  bool child = true;
+  bool manifests = true;
+  int serve_seconds = 0;  // only serve the cluster (for profiling a `tollgate run` against it)
+  std::string only;       // comma-separated sections to run; empty: all
+  std::string write_manifests;  // only write the cluster's manifests into this directory
+  int manifest_files = 1;
+  bool run(const char* section) const {
+    return only.empty() ||
+           ("," + only + ",").find(std::string(",") + section + ",") != std::string::npos;
   }
-  return 0;
-}
-
-json pod_json(const std::string& ns, const std::string& app, int i) {
-  const std::string name = app + "-7d9f8c6b5-" + std::to_string(10000 + i);
-  const std::string ip = "10." + std::to_string(i / 65536 % 256) + "." +
-                         std::to_string(i / 256 % 256) + "." + std::to_string(i % 256);
-  json managed = json::array();
-  for (const auto* manager : {"kube-controller-manager", "kubelet"}) {
-    managed.push_back({{"manager", manager},
-                       {"operation", "Update"},
-                       {"apiVersion", "v1"},
-                       {"time", "2026-11-30T10:00:00Z"},
-                       {"fieldsType", "FieldsV1"},
-                       {"fieldsV1",
-                        {{"f:metadata",
-                          {{"f:generateName", json::object()},
-                           {"f:labels",
-                            {{".", json::object()},
-                             {"f:app", json::object()},
-                             {"f:pod-template-hash", json::object()}}},
-                           {"f:ownerReferences", {{".", json::object()}}}}},
-                         {"f:spec",
-                          {{"f:containers", {{"k:{\"name\":\"app\"}", json::object()}}},
-                           {"f:serviceAccountName", json::object()}}},
-                         {"f:status",
-                          {{"f:conditions", json::object()},
-                           {"f:podIP", json::object()},
-                           {"f:podIPs", json::object()}}}}}});
-  }
-  return {
-      {"metadata",
-       {{"name", name},
-        {"generateName", app + "-7d9f8c6b5-"},
-        {"namespace", ns},
-        {"uid", "3f2b6c1e-0000-4000-8000-" + std::to_string(100000000000LL + i)},
-        {"resourceVersion", std::to_string(1000 + i)},
-        {"creationTimestamp", "2026-11-30T10:00:00Z"},
-        {"labels", {{"app", app}, {"pod-template-hash", "7d9f8c6b5"}, {"version", "v1"}}},
-        {"annotations",
-         {{"kubectl.kubernetes.io/restartedAt", "2026-11-30T09:59:00Z"},
-          {"prometheus.io/scrape", "true"}}},
-        {"ownerReferences", json::array({{{"apiVersion", "apps/v1"},
-                                          {"kind", "ReplicaSet"},
-                                          {"name", app + "-7d9f8c6b5"},
-                                          {"uid", "5a1c0000-0000-4000-8000-000000000001"},
-                                          {"controller", true},
-                                          {"blockOwnerDeletion", true}}})},
-        {"managedFields", managed}}},
-      {"spec",
-       {{"volumes",
-         json::array({{{"name", "kube-api-access"}, {"projected", {{"defaultMode", 420}}}}})},
-        {"containers",
-         json::array(
-             {{{"name", "app"},
-               {"image", "registry.example/" + app + ":1.4.2"},
-               {"ports",
-                json::array({{{"name", "http"}, {"containerPort", 8080}, {"protocol", "TCP"}}})},
-               {"resources",
-                {{"requests", {{"cpu", "100m"}, {"memory", "128Mi"}}},
-                 {"limits", {{"memory", "256Mi"}}}}},
-               {"volumeMounts", json::array({{{"name", "kube-api-access"},
-                                              {"readOnly", true},
-                                              {"mountPath", "/var/run/secrets"}}})},
-               {"terminationMessagePath", "/dev/termination-log"},
-               {"imagePullPolicy", "IfNotPresent"}}})},
-        {"restartPolicy", "Always"},
-        {"terminationGracePeriodSeconds", 30},
-        {"dnsPolicy", "ClusterFirst"},
-        {"serviceAccountName", app},
-        {"serviceAccount", app},
-        {"nodeName", "node-" + std::to_string(i % 50)},
-        {"schedulerName", "default-scheduler"},
-        {"priority", 0}}},
-      {"status",
-       {{"phase", "Running"},
-        {"conditions", json::array({{{"type", "Ready"},
-                                     {"status", "True"},
-                                     {"lastTransitionTime", "2026-11-30T10:00:05Z"}},
-                                    {{"type", "ContainersReady"},
-                                     {"status", "True"},
-                                     {"lastTransitionTime", "2026-11-30T10:00:05Z"}}})},
-        {"hostIP", "192.168.0." + std::to_string(i % 50)},
-        {"podIP", ip},
-        {"podIPs", json::array({{{"ip", ip}}})},
-        {"startTime", "2026-11-30T10:00:01Z"},
-        {"qosClass", "Burstable"},
-        {"containerStatuses",
-         json::array({{{"name", "app"},
-                       {"ready", true},
-                       {"restartCount", 0},
-                       {"image", "registry.example/" + app + ":1.4.2"},
-                       {"imageID", "registry.example/" + app + "@sha256:0123456789abcdef"},
-                       {"containerID", "containerd://" + std::to_string(i)},
-                       {"started", true},
-                       {"state", {{"running", {{"startedAt", "2026-11-30T10:00:03Z"}}}}}}})}}}};
-}
-
-json policy_json(const std::string& ns, const std::string& name, const std::string& app, int port) {
-  return {{"apiVersion", "security.istio.io/v1"},
-          {"kind", "AuthorizationPolicy"},
-          {"metadata", {{"name", name}, {"namespace", ns}, {"resourceVersion", "1"}}},
-          {"spec",
-           {{"selector", {{"matchLabels", {{"app", app}}}}},
-            {"action", "ALLOW"},
-            {"rules",
-             json::array(
-                 {{{"from", json::array({{{"source",
-                                           {{"principals", json::array({"cluster.local/ns/" + ns +
-                                                                        "/sa/frontend"})}}}}})},
-                   {"to", json::array({{{"operation",
-                                         {{"methods", {"GET", "POST"}},
-                                          {"ports", {std::to_string(port)}}}}}})}}})}}}};
-}
-
-struct Generated {
-  std::vector<json> pods, policies;
-  std::vector<std::string> namespaces;
 };
 
-Generated generate() {
-  Generated g;
-  int i = 0;
-  for (int n = 0; n < kNamespaces; ++n) {
-    char ns[16];
-    std::snprintf(ns, sizeof ns, "ns-%03d", n);
-    g.namespaces.emplace_back(ns);
-    for (int a = 0; a < kAppsPerNamespace; ++a) {
-      const std::string app = "app-" + std::to_string(a);
-      for (int p = 0; p < kPodsPerApp; ++p) g.pods.push_back(pod_json(ns, app, i++));
-    }
-    for (int k = 0; k < kPoliciesPerNamespace; ++k) {
-      g.policies.push_back(policy_json(ns, "allow-" + std::to_string(k),
-                                       "app-" + std::to_string(k % kAppsPerNamespace), 8080));
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (arg == "--scale") {
+      const std::string s = value();
+      if (s == "100k") {
+        a.spec.regular_namespaces = 999;
+        a.scale = "100k";
+      }
+    } else if (arg == "--rounds") {
+      a.rounds = std::max(1, std::stoi(value()));
+    } else if (arg == "--churn-seconds") {
+      a.churn_seconds = std::stoi(value());
+    } else if (arg == "--churn-rate") {
+      a.churn_rate = std::max(1, std::stoi(value()));
+    } else if (arg == "--no-child") {
+      a.child = false;
+    } else if (arg == "--no-manifests") {
+      a.manifests = false;
+    } else if (arg == "--write-manifests") {
+      a.write_manifests = value();
+      a.manifest_files = std::stoi(value());
+    } else if (arg == "--only") {
+      a.only = value();
+    } else if (arg == "--serve") {
+      a.serve_seconds = std::stoi(value());
+    } else {
+      std::fprintf(stderr, "bench/ingest: unknown argument %s\n", arg.c_str());
+      std::exit(2);
     }
   }
-  g.namespaces.emplace_back("big");
-  for (int p = 0; p < kBigPods; ++p) g.pods.push_back(pod_json("big", "big", i++));
-  return g;
+  return a;
 }
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
+}
+
+std::string range(const std::vector<double>& v, const char* unit, double scale = 1) {
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "median %.0f %s (range %.0f-%.0f over %zu rounds)",
+                percentile(v, 0.5) * scale, unit, percentile(v, 0) * scale,
+                percentile(v, 1) * scale, v.size());
+  return buf;
+}
+
+// ---- the client alone ----------------------------------------------------------------------
 
 // Serves pre-built list pages from memory: the client's cost alone, without a server.
 class MemoryTransport final : public k8s::Transport {
  public:
-  explicit MemoryTransport(std::vector<std::string> pages) : pages_(std::move(pages)) {}
+  explicit MemoryTransport(const std::vector<std::string>& pages) : pages_(pages) {}
   util::Result<k8s::HttpResponse> get(const std::string& target, std::chrono::milliseconds,
                                       std::size_t) override {
     const auto pos = target.find("continue=");
@@ -201,6 +136,7 @@ class MemoryTransport final : public k8s::Transport {
     cv_.wait(lock, [&] { return cancelled_; });
     return util::make_error("cancelled");
   }
+  void set_idle(std::chrono::milliseconds) override {}
   void cancel() override {
     std::lock_guard lock(mu_);
     cancelled_ = true;
@@ -208,7 +144,7 @@ class MemoryTransport final : public k8s::Transport {
   }
 
  private:
-  std::vector<std::string> pages_;
+  const std::vector<std::string>& pages_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool cancelled_ = false;
@@ -222,6 +158,7 @@ class DecodeHandler final : public k8s::WatchHandler {
     auto p = index::decode_pod(o);
     if (p.ok()) pods_.emplace_back(std::move(*p));
   }
+  void list_remove(std::string_view) override {}
   void list_end() override {
     done_at = Clock::now();
     count = pods_.size();
@@ -251,17 +188,19 @@ class DecodeHandler final : public k8s::WatchHandler {
   std::vector<index::Object> pods_;
 };
 
-std::vector<std::string> pages_of(const std::vector<json>& pods, std::size_t page) {
+std::vector<std::string> pages_of(const std::vector<std::string>& pods, std::size_t page) {
   std::vector<std::string> out;
   for (std::size_t start = 0; start < pods.size(); start += page) {
-    json list = {
-        {"kind", "PodList"}, {"apiVersion", "v1"}, {"metadata", {{"resourceVersion", "99999"}}}};
-    if (start + page < pods.size()) list["metadata"]["continue"] = std::to_string(out.size() + 1);
-    json items = json::array();
-    for (std::size_t i = start; i < std::min(pods.size(), start + page); ++i)
-      items.push_back(pods[i]);
-    list["items"] = std::move(items);
-    out.push_back(list.dump());
+    const std::size_t end = std::min(pods.size(), start + page);
+    std::string p = R"({"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"99999")";
+    if (end < pods.size()) p += R"(,"continue":")" + std::to_string(out.size() + 1) + "\"";
+    p += R"(},"items":[)";
+    for (std::size_t i = start; i < end; ++i) {
+      if (i > start) p += ',';
+      p += pods[i];
+    }
+    p += "]}";
+    out.push_back(std::move(p));
   }
   return out;
 }
@@ -272,7 +211,8 @@ double client_ingest(const std::vector<std::string>& pages, publish::Publisher* 
   DecodeHandler handler(pub);
   k8s::WatcherOptions o;
   o.kind = "Pod";
-  o.paths = {"/api/v1/pods"};
+  o.paths = {kPodsPath};
+  o.streaming_list = false;
   k8s::Watcher w(o, std::make_unique<MemoryTransport>(pages), handler);
   const auto t0 = Clock::now();
   std::thread t([&] { w.run(); });
@@ -286,178 +226,479 @@ double client_ingest(const std::vector<std::string>& pages, publish::Publisher* 
   return std::chrono::duration<double>(handler.done_at - t0).count();
 }
 
-double percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
+void submit_empty(publish::Publisher& pub, index::Kind k) {
+  index::Event x;
+  x.kind = k;
+  x.type = index::Event::Type::kReplace;
+  pub.submit(std::move(x));
+}
+
+void section_client(const Args& a, const std::vector<std::string>& pods,
+                    const std::vector<std::string>& pages, std::size_t bytes) {
+  std::vector<double> rates;
+  std::size_t n = 0;
+  for (int r = 0; r < a.rounds; ++r) {
+    rates.push_back(static_cast<double>(bytes) / client_ingest(pages, nullptr, &n) / 1e6);
+  }
+  std::printf("ingest, parse + decode: %s (%zu pods; target >= 500 MB/s)\n",
+              range(rates, "MB/s").c_str(), n);
+  if (pods.size() <= 30000) {  // nlohmann on 100k pods would take gigabytes
+    const auto t0 = Clock::now();
+    std::size_t items = 0;
+    for (const auto& p : pages) items += json::parse(p)["items"].size();
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::printf("  reference: nlohmann::json::parse of the same pages %.0f MB/s (%zu items)\n",
+                static_cast<double>(bytes) / s / 1e6, items);
+  }
+  // The client into the index and a published snapshot (policies first), and the heap per pod.
+  publish::Publisher pub(policy::MeshConfig{});
+  pub.start();
+  index::Event e;
+  e.kind = index::Kind::kPolicy;
+  e.type = index::Event::Type::kReplace;
+  for_each_policy(a.spec, [&](const json& p) { e.objects.emplace_back(index::policy_object(p)); });
+  pub.submit(std::move(e));
+  submit_empty(pub, index::Kind::kServiceAccount);
+  submit_empty(pub, index::Kind::kNamespace);
+  const auto t0 = Clock::now();
+  client_ingest(pages, &pub, &n);
+  auto s = pub.wait_for([](const publish::Snapshot& x) { return x.synced; }, 300s);
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::printf("ingest, + index + publish: %.0f MB/s (%zu pods, %zu tables, %.0f ms)\n",
+              static_cast<double>(bytes) / secs / 1e6, s ? s->pods : 0, s ? s->tables : 0,
+              secs * 1e3);
+  // Bytes per pod: the heap released when half of the pods go away (the same shapes, tables
+  // and policies remain), so nothing shared is counted.
+  s.reset();
+  std::this_thread::sleep_for(100ms);
+  malloc_trim(0);
+  const std::size_t heap_full = mallinfo2().uordblks;
+  index::Event half;
+  half.kind = index::Kind::kPod;
+  half.type = index::Event::Type::kReplace;
+  for (std::size_t i = 0; i < pods.size(); i += 2) {
+    half.objects.emplace_back(*index::decode_pod(pods[i]));
+  }
+  const std::size_t kept = half.objects.size();
+  pub.submit(std::move(half));
+  s = pub.wait_for([&](const publish::Snapshot& x) { return x.pods == kept; }, 120s);
+  s.reset();
+  std::this_thread::sleep_for(100ms);
+  malloc_trim(0);
+  const std::size_t heap_half = mallinfo2().uordblks;
+  std::printf(
+      "  heap per pod in the index and the snapshot: %.0f bytes (target <= 300 beyond the "
+      "shared tables; the heap freed when half the pods leave, malloc's own count)\n",
+      (static_cast<double>(heap_full) - static_cast<double>(heap_half)) /
+          static_cast<double>(pods.size() - kept));
+  pub.stop();
+}
+
+// ---- against the fake API server, in this process -------------------------------------------
+
+// `on_event`, if given, sees each event before the index queue does (on a watcher's thread).
+std::unique_ptr<app::ClusterSource> make_source(
+    const testing::FakeApiServer& api, publish::Publisher& pub, bool streaming,
+    std::function<void(const index::Event&)> on_event = {}) {
+  k8s::ClusterConfig config;
+  config.server = api.url();
+  auto parsed = k8s::parse_server(config);
+  app::ClusterSourceOptions o;
+  o.streaming_list = streaming;
+  return std::make_unique<app::ClusterSource>(
+      *parsed,
+      [&pub, on_event](index::Event e) {
+        if (on_event) on_event(e);
+        return pub.submit(std::move(e));
+      },
+      o);
+}
+
+void section_ready(const Args& a, const testing::FakeApiServer& api) {
+  for (const bool streaming : {true, false}) {
+    std::vector<double> secs;
+    std::size_t pods = 0, tables = 0;
+    for (int r = 0; r < a.rounds; ++r) {
+      publish::Publisher pub(policy::MeshConfig{});
+      pub.start();
+      auto source = make_source(api, pub, streaming);
+      const auto t0 = Clock::now();
+      (void)source->start();
+      auto ready = pub.wait_for([](const publish::Snapshot& x) { return x.synced; }, 300s);
+      secs.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+      pods = ready ? ready->pods : 0;
+      tables = ready ? ready->tables : 0;
+      source->stop();
+      ready.reset();
+      pub.stop();
+      malloc_trim(0);
+    }
+    std::printf(
+        "start -> ready against the fake API server, in process, %s: %s (%zu pods, %zu "
+        "tables; the fake serves from the same 2 cores)\n",
+        streaming ? "streaming list" : "paginated lists", range(secs, "ms", 1e3).c_str(), pods,
+        tables);
+  }
+}
+
+void section_child(const Args& a, const testing::FakeApiServer& api) {
+  testing::TempDir dir;
+  testing::write_file(dir.path() / "kubeconfig",
+                      "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: "
+                      "fake\n  cluster: {server: " +
+                          api.url() +
+                          "}\nusers:\n- name: me\n  user: {}\ncontexts:\n- name: fake\n  "
+                          "context: {cluster: fake, user: me}\n");
+  std::vector<double> ready, rss, peak, cpu, wait;
+  for (int r = 0; r < a.rounds; ++r) {
+    Child c;
+    if (!start_child(c, TOLLGATE_BINARY, {"--kubeconfig", (dir.path() / "kubeconfig").string()},
+                     dir.path().string(), 300s)) {
+      std::printf("tollgate run --kubeconfig did not become ready (%s)\n", c.log.c_str());
+      return;
+    }
+    cpu.push_back(c.cpu_seconds());
+    wait.push_back(c.runqueue_wait_seconds());
+    std::this_thread::sleep_for(1s);  // let the first snapshots' garbage go
+    ready.push_back(c.ready_seconds);
+    rss.push_back(static_cast<double>(c.rss_kib()) / 1024.0);
+    peak.push_back(static_cast<double>(c.peak_kib()) / 1024.0);
+  }
+  std::printf("tollgate run --kubeconfig (a separate process): start -> ready %s\n",
+              range(ready, "ms", 1e3).c_str());
+  std::printf(
+      "  its CPU time until ready %s; its threads waited for a CPU %s (the machine is "
+      "shared)\n",
+      range(cpu, "ms", 1e3).c_str(), range(wait, "ms", 1e3).c_str());
+  std::printf("  whole-process RSS once ready: %s; peak %s (target <= 400 MiB)\n",
+              range(rss, "MiB").c_str(), range(peak, "MiB").c_str());
+}
+
+// A publisher and a source that stay up for the latency and churn measurements. The listener
+// times what the benchmark waits for: a changed pod of namespace "big" (a policy change), and
+// churned pods (by name).
+struct Live {
+  publish::Publisher pub{policy::MeshConfig{}};
+  std::unique_ptr<app::ClusterSource> source;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::uint64_t big_changes = 0;
+  Clock::time_point big_changed_at;
+  std::unordered_map<std::string, Clock::time_point> pending;  // churned pod -> when
+  std::unordered_map<std::string, Clock::time_point> arrived;  // -> when its event was decoded
+  std::vector<double> churn_ms, churn_wire_ms;  // to published; to decoded (the watch's part)
+
+  explicit Live(const testing::FakeApiServer& api) {
+    pub.add_listener([this](const publish::SnapshotBuilder::Result& r) {
+      const auto now = Clock::now();
+      std::lock_guard lock(mu);
+      bool big = false;
+      for (const auto& k : r.changed_pods) {
+        if (!big && k.rfind("big/", 0) == 0) big = true;
+        if (auto it = pending.find(k); it != pending.end()) {
+          churn_ms.push_back(std::chrono::duration<double, std::milli>(now - it->second).count());
+          if (auto a = arrived.find(k); a != arrived.end()) {
+            churn_wire_ms.push_back(
+                std::chrono::duration<double, std::milli>(a->second - it->second).count());
+            arrived.erase(a);
+          }
+          pending.erase(it);
+        }
+      }
+      if (big) {
+        big_changes++;
+        big_changed_at = now;
+      }
+      cv.notify_all();
+    });
+    pub.start();
+    source = make_source(api, pub, true, [this](const index::Event& e) {
+      if (e.kind != index::Kind::kPod || e.type == index::Event::Type::kReplace) return;
+      const auto now = Clock::now();
+      std::lock_guard lock(mu);
+      for (const auto& o : e.objects) {
+        const std::string key = index::object_key(o);
+        if (pending.contains(key)) arrived[key] = now;
+      }
+    });
+    (void)source->start();
+    pub.wait_for([](const publish::Snapshot& x) { return x.synced; }, 300s);
+  }
+  ~Live() {
+    source->stop();
+    pub.stop();
+  }
+};
+
+void section_policy_latency(testing::FakeApiServer& api, Live& live) {
+  std::vector<double> lat, build;
+  for (int i = 0; i < 200; ++i) {
+    std::uint64_t before = 0;
+    {
+      std::lock_guard lock(live.mu);
+      before = live.big_changes;
+    }
+    json p = policy_json("big", "allow-big", "big", 9000 + i);
+    const auto start = Clock::now();
+    api.upsert(kPoliciesPath, std::move(p));
+    std::unique_lock lock(live.mu);
+    if (!live.cv.wait_for(lock, 10s, [&] { return live.big_changes > before; })) {
+      std::printf("policy change %d was not published within 10 s\n", i);
+      return;
+    }
+    lat.push_back(std::chrono::duration<double, std::milli>(live.big_changed_at - start).count());
+    build.push_back(live.pub.stats().last_build_seconds * 1e3);
+  }
+  std::printf(
+      "policy change selecting 1000 pods -> published: p50 %.2f ms, p99 %.2f ms, max %.2f ms "
+      "(target p99 <= 5 ms; through the fake's watch stream)\n",
+      percentile(lat, 0.5), percentile(lat, 0.99), percentile(lat, 1.0));
+  std::printf("  of which building the snapshot: p50 %.2f ms, p99 %.2f ms\n",
+              percentile(build, 0.5), percentile(build, 0.99));
+}
+
+// Creates and deletes pods at a fixed rate (about 250 churned pods alive), each timed from
+// the fake's write to the publish that carries it; the index queue's depth sampled meanwhile.
+void section_churn(const Args& a, testing::FakeApiServer& api, Live& live) {
+  const int ops = a.churn_seconds * a.churn_rate;
+  const auto period = std::chrono::duration<double>(1.0 / a.churn_rate);
+  std::vector<std::size_t> depth;
+  std::atomic<bool> sampling{true};
+  std::thread sampler([&] {
+    while (sampling) {
+      depth.push_back(live.pub.queue().size());
+      std::this_thread::sleep_for(10ms);
+    }
+  });
+  std::deque<std::pair<std::string, std::string>> alive;  // (namespace, name)
+  int next_id = 0;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < ops; ++i) {
+    std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(period * i));
+    if (alive.size() < 250 || i % 2 == 0) {
+      const int id = next_id++;
+      const std::string ns = ns_name(id % a.spec.regular_namespaces);
+      const std::string app = "app-" + std::to_string(id % a.spec.apps);
+      json pod = pod_json(ns, app, 500000 + id);
+      const std::string name = pod["metadata"]["name"].get<std::string>();
+      {
+        std::lock_guard lock(live.mu);
+        live.pending[ns + "/" + name] = Clock::now();
+      }
+      api.upsert(kPodsPath, std::move(pod));
+      alive.emplace_back(ns, name);
+    } else {
+      const auto [ns, name] = alive.front();
+      alive.pop_front();
+      {
+        std::lock_guard lock(live.mu);
+        live.pending[ns + "/" + name] = Clock::now();
+      }
+      api.remove(kPodsPath, ns, name);
+    }
+  }
+  const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::size_t left = 0;
+  {
+    std::unique_lock lock(live.mu);
+    live.cv.wait_for(lock, 10s, [&] { return live.pending.empty(); });
+    left = live.pending.size();
+  }
+  sampling = false;
+  sampler.join();
+  const std::size_t last = std::min<std::size_t>(depth.size(), 100);
+  double tail = 0;
+  for (std::size_t i = depth.size() - last; i < depth.size(); ++i)
+    tail += static_cast<double>(depth[i]);
+  std::vector<double> d(depth.begin(), depth.end());
+  std::lock_guard lock(live.mu);
+  std::printf(
+      "pod churn: %d creates/deletes in %.1f s (%.0f/s) -> published: p50 %.2f ms, p99 %.2f ms, "
+      "max %.2f ms, %zu never published (target p99 <= 20 ms at 1000/s)\n",
+      ops, elapsed, ops / elapsed, percentile(live.churn_ms, 0.5), percentile(live.churn_ms, 0.99),
+      percentile(live.churn_ms, 1.0), left);
+  std::printf(
+      "  of which the watch (the fake's write to the decoded event): p50 %.2f ms, p99 %.2f "
+      "ms, max %.2f ms\n",
+      percentile(live.churn_wire_ms, 0.5), percentile(live.churn_wire_ms, 0.99),
+      percentile(live.churn_wire_ms, 1.0));
+  std::printf(
+      "  index queue depth, sampled every 10 ms: p50 %.0f, p99 %.0f, max %.0f, mean of the "
+      "last second %.1f (no growth: it stays near 0)\n",
+      percentile(d, 0.5), percentile(d, 0.99), percentile(d, 1.0),
+      last > 0 ? tail / static_cast<double>(last) : 0.0);
+  live.churn_ms.clear();
+  live.churn_wire_ms.clear();
+}
+
+// ---- manifests -----------------------------------------------------------------------------
+
+// The cluster as kubectl exports it (no managedFields), in `files` JSON Lists by namespace.
+std::size_t write_manifests(const ClusterSpec& spec, const std::filesystem::path& dir, int files) {
+  std::vector<std::string> items(static_cast<std::size_t>(files));
+  auto file_of = [&](const std::string& ns) -> std::size_t {
+    if (ns == "big") return items.size() - 1;
+    const int n = std::stoi(ns.substr(3));
+    return static_cast<std::size_t>(n * files / spec.regular_namespaces);
+  };
+  auto add = [&](std::size_t f, const std::string& text) {
+    if (!items[f].empty()) items[f] += ",\n";
+    items[f] += text;
+  };
+  for (const auto& ns : namespaces(spec)) {
+    add(file_of(ns),
+        json{{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", ns}}}}.dump());
+  }
+  for_each_pod(spec, [&](const std::string& ns, const std::string& app, int i) {
+    add(file_of(ns), pod_json(ns, app, i, false).dump());
+  });
+  for_each_policy(spec, [&](const json& p) {
+    add(file_of(p["metadata"]["namespace"].get<std::string>()), p.dump());
+  });
+  std::size_t bytes = 0;
+  for (std::size_t f = 0; f < items.size(); ++f) {
+    char name[48];
+    std::snprintf(name, sizeof name, "cluster-%03u.json", static_cast<unsigned>(f % 1000));
+    const std::string text =
+        "{\"apiVersion\":\"v1\",\"kind\":\"List\",\"metadata\":{},\"items\":[\n" + items[f] +
+        "\n]}\n";
+    bytes += text.size();
+    testing::write_file(dir / name, text);
+  }
+  return bytes;
+}
+
+// One changed file -> the answer to a long-poll parked on a pod it affects: a small policy file
+// is written next to the export (by rename, as editors do) with a new port each time.
+std::vector<double> manifest_change_latency(const Child& c, const std::filesystem::path& dir,
+                                            int samples) {
+  const std::string target = "/v1/tables/ns-000/" + pod_name("app-0", 0);
+  std::vector<double> lat;
+  for (int i = 0; i < samples; ++i) {
+    auto cur = testing::http_get(c.port, target);
+    if (!cur || cur->status != 200) break;
+    const std::string etag = header_of(cur->headers, "ETag");
+    std::optional<testing::HttpReply> answer;
+    Clock::time_point answered;
+    std::thread poll([&] {
+      answer = testing::http_get(c.port, target,
+                                 "If-None-Match: " + etag + "\r\nPrefer: wait=60\r\n", 90);
+      answered = Clock::now();
+    });
+    std::this_thread::sleep_for(100ms);  // parked
+    const json p = policy_json("ns-000", "extra-deny", "app-0", 20000 + i, "DENY");
+    testing::write_file(dir / "zz-extra.json.tmp", p.dump());
+    const auto t0 = Clock::now();
+    std::filesystem::rename(dir / "zz-extra.json.tmp", dir / "zz-extra.json");
+    poll.join();
+    if (!answer || answer->status != 200) break;
+    lat.push_back(std::chrono::duration<double, std::milli>(answered - t0).count());
+  }
+  return lat;
+}
+
+void section_manifests(const Args& a) {
+  for (const int files : {1, 100}) {
+    testing::TempDir dir;
+    const auto manifests = dir.path() / "manifests";
+    std::filesystem::create_directory(manifests);
+    const std::size_t bytes = write_manifests(a.spec, manifests, files);
+    std::vector<double> ready, rss, peak, change, cpu, wait;
+    for (int r = 0; r < a.rounds; ++r) {
+      std::filesystem::remove(manifests / "zz-extra.json");
+      Child c;
+      if (!start_child(c, TOLLGATE_BINARY, {"--manifests", manifests.string()}, dir.path().string(),
+                       300s)) {
+        std::printf("tollgate run --manifests did not become ready (%s)\n", c.log.c_str());
+        return;
+      }
+      cpu.push_back(c.cpu_seconds());
+      wait.push_back(c.runqueue_wait_seconds());
+      std::this_thread::sleep_for(1s);
+      ready.push_back(c.ready_seconds);
+      rss.push_back(static_cast<double>(c.rss_kib()) / 1024.0);
+      peak.push_back(static_cast<double>(c.peak_kib()) / 1024.0);
+      for (double ms : manifest_change_latency(c, manifests, 10)) change.push_back(ms);
+    }
+    std::printf("tollgate run --manifests, %d file%s (%.0f MB of JSON Lists): start -> ready %s\n",
+                files, files == 1 ? "" : "s", static_cast<double>(bytes) / 1e6,
+                range(ready, "ms", 1e3).c_str());
+    std::printf("  its CPU time until ready %s; its threads waited for a CPU %s\n",
+                range(cpu, "ms", 1e3).c_str(), range(wait, "ms", 1e3).c_str());
+    std::printf("  whole-process RSS once ready: %s; peak %s\n", range(rss, "MiB").c_str(),
+                range(peak, "MiB").c_str());
+    std::printf(
+        "  one changed file -> parked long-poll answered: p50 %.1f ms, p99 %.1f ms, max "
+        "%.1f ms over %zu changes (target <= 100 ms; includes the 20 ms settle)\n",
+        percentile(change, 0.5), percentile(change, 0.99), percentile(change, 1.0), change.size());
+  }
 }
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   util::set_log_level(util::LogLevel::kWarn);
-  std::printf("bench/ingest: generating the cluster...\n");
-  Generated g = generate();
-  const auto pages = pages_of(g.pods, 500);
-  std::size_t bytes = 0;
-  for (const auto& p : pages) bytes += p.size();
-  std::printf(
-      "cluster: %zu pods in %zu namespaces, %zu policies; pod list %.1f MB in %zu pages "
-      "(%.1f KB per pod)\n",
-      g.pods.size(), g.namespaces.size(), g.policies.size(), bytes / 1e6, pages.size(),
-      static_cast<double>(bytes) / static_cast<double>(g.pods.size()) / 1e3);
-
-  // 1. The client alone: list JSON -> decoded pods (simdjson On-Demand), best of 3.
-  double best = 1e9;
-  std::size_t pods = 0;
-  for (int r = 0; r < 3; ++r) best = std::min(best, client_ingest(pages, nullptr, &pods));
-  std::printf("ingest, parse + decode:        %7.0f MB/s  (%zu pods in %.1f ms; target >= 500)\n",
-              static_cast<double>(bytes) / best / 1e6, pods, best * 1e3);
-  // nlohmann on the same bytes, for scale.
-  {
-    const auto t0 = Clock::now();
-    std::size_t n = 0;
-    for (const auto& p : pages) n += json::parse(p)["items"].size();
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    std::printf("  reference: nlohmann::json::parse of the same pages %7.0f MB/s (%zu items)\n",
-                static_cast<double>(bytes) / s / 1e6, n);
+  const Args a = parse_args(argc, argv);
+  if (!a.write_manifests.empty()) {
+    std::filesystem::create_directories(a.write_manifests);
+    const auto bytes = write_manifests(a.spec, a.write_manifests, a.manifest_files);
+    std::printf("wrote %.0f MB in %d files to %s\n", static_cast<double>(bytes) / 1e6,
+                a.manifest_files, a.write_manifests.c_str());
+    return 0;
   }
-  // 2. The client into the index and a published snapshot (policies first).
-  {
-    publish::Publisher pub(policy::MeshConfig{});
-    pub.start();
-    index::Event e;
-    e.kind = index::Kind::kPolicy;
-    e.type = index::Event::Type::kReplace;
-    for (const auto& p : g.policies) e.objects.emplace_back(index::policy_object(p));
-    pub.submit(std::move(e));
-    for (auto k : {index::Kind::kServiceAccount, index::Kind::kNamespace}) {
-      index::Event x;
-      x.kind = k;
-      x.type = index::Event::Type::kReplace;
-      pub.submit(std::move(x));
-    }
-    const auto t0 = Clock::now();
-    client_ingest(pages, &pub, &pods);
-    auto s = pub.wait_for([](const publish::Snapshot& x) { return x.synced; }, 120s);
-    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    std::printf("ingest, + index + publish:     %7.0f MB/s  (%zu pods, %zu tables, %.1f ms)\n",
-                static_cast<double>(bytes) / secs / 1e6, s ? s->pods : 0, s ? s->tables : 0,
-                secs * 1e3);
-    // Bytes per pod: the heap released when half of the pods go away (same shapes, tables
-    // and policies remain), so nothing shared is counted.
-    std::this_thread::sleep_for(100ms);
-    malloc_trim(0);
-    const std::size_t heap_full = mallinfo2().uordblks;
-    index::Event half;
-    half.kind = index::Kind::kPod;
-    half.type = index::Event::Type::kReplace;
-    for (std::size_t i = 0; i < g.pods.size(); i += 2) {
-      half.objects.emplace_back(*index::decode_pod(g.pods[i].dump()));
-    }
-    const std::size_t kept = half.objects.size();
-    pub.submit(std::move(half));
-    s = pub.wait_for([&](const publish::Snapshot& x) { return x.pods == kept; }, 60s);
-    s.reset();
-    std::this_thread::sleep_for(100ms);
-    malloc_trim(0);
-    const std::size_t heap_half = mallinfo2().uordblks;
-    std::printf(
-        "  heap per pod in the index and the snapshot: %.0f bytes (target <= 300 beyond "
-        "the shared tables; measured as the heap freed when half the pods leave)\n",
-        (static_cast<double>(heap_full) - static_cast<double>(heap_half)) /
-            static_cast<double>(g.pods.size() - kept));
-    pub.stop();
-  }
-
-  // 3. End to end over loopback against the fake API server.
+  std::printf("bench/ingest --scale %s: generating the cluster...\n", a.scale);
   testing::FakeApiServer api;
-  const std::string policies_path = "/apis/security.istio.io/v1/authorizationpolicies";
-  api.add_collection("/api/v1/pods", "PodList", "v1", false);
+  api.add_collection(kPodsPath, "PodList", "v1", false);
   api.add_collection("/api/v1/serviceaccounts", "ServiceAccountList", "v1", false);
   api.add_collection("/api/v1/namespaces", "NamespaceList", "v1", false);
-  api.add_collection(policies_path, "AuthorizationPolicyList", "security.istio.io/v1", true);
-  for (const auto& ns : g.namespaces) {
+  api.add_collection(kPoliciesPath, "AuthorizationPolicyList", "security.istio.io/v1", true);
+  for (const auto& ns : namespaces(a.spec)) {
     api.upsert("/api/v1/namespaces", {{"metadata", {{"name", ns}}}});
     api.upsert("/api/v1/serviceaccounts", {{"metadata", {{"name", "default"}, {"namespace", ns}}}});
   }
-  for (auto& p : g.pods) api.upsert("/api/v1/pods", std::move(p));
-  for (auto& p : g.policies) api.upsert(policies_path, std::move(p));
-  g = Generated{};
-  malloc_trim(0);
-  const std::size_t rss_before = rss_kib("VmRSS:");
-
-  publish::Publisher pub(policy::MeshConfig{});
-  std::mutex lat_mu;
-  std::condition_variable lat_cv;
-  std::uint64_t big_changes = 0;
-  Clock::time_point big_changed_at;
-  pub.add_listener([&](const publish::SnapshotBuilder::Result& r) {
-    for (const auto& k : r.changed_pods) {
-      if (k.rfind("big/", 0) == 0) {
-        std::lock_guard lock(lat_mu);
-        big_changes++;
-        big_changed_at = Clock::now();
-        lat_cv.notify_all();
-        break;
-      }
-    }
+  std::vector<std::string> pods;
+  pods.reserve(static_cast<std::size_t>(a.spec.pods()));
+  for_each_pod(a.spec, [&](const std::string& ns, const std::string& app, int i) {
+    json p = pod_json(ns, app, i);
+    pods.push_back(p.dump());
+    api.upsert(kPodsPath, std::move(p));
   });
-  pub.start();
-  k8s::ClusterConfig config;
-  config.server = api.url();
-  auto parsed = k8s::parse_server(config);
-  app::ClusterSource source(*parsed, [&](index::Event e) { return pub.submit(std::move(e)); });
-  const auto t0 = Clock::now();
-  (void)source.start();
-  auto ready = pub.wait_for([](const publish::Snapshot& x) { return x.synced; }, 300s);
-  const double ready_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::printf("start -> ready against the fake API server: %.0f ms (%zu pods, %zu tables)\n",
-              ready_s * 1e3, ready ? ready->pods : 0, ready ? ready->tables : 0);
-  ready.reset();
-  std::this_thread::sleep_for(200ms);
-  malloc_trim(0);
-  const std::size_t rss_after = rss_kib("VmRSS:");
+  for_each_policy(a.spec, [&](const json& p) { api.upsert(kPoliciesPath, p); });
+  const auto pages = pages_of(pods, 500);
+  std::size_t bytes = 0;
+  for (const auto& p : pages) bytes += p.size();
   std::printf(
-      "process RSS %.1f MB -> %.1f MB, peak %.1f MB (the fake API server in the same "
-      "process holds the cluster twice, as items and as history; the per-pod figure is "
-      "the one above)\n",
-      static_cast<double>(rss_before) / 1024.0, static_cast<double>(rss_after) / 1024.0,
-      static_cast<double>(rss_kib("VmHWM:")) / 1024.0);
-
-  // 4. A policy change that selects 1,000 pods -> the published snapshot, via the watch.
-  std::vector<double> lat;
-  for (int i = 0; i < 200; ++i) {
-    std::uint64_t before;
-    {
-      std::lock_guard lock(lat_mu);
-      before = big_changes;
-    }
-    json p = policy_json("big", "allow-big", "big", 9000 + i);
-    const auto start = Clock::now();
-    api.upsert(policies_path, std::move(p));
-    std::unique_lock lock(lat_mu);
-    if (!lat_cv.wait_for(lock, 5s, [&] { return big_changes > before; })) {
-      std::printf("policy change %d was not published within 5 s\n", i);
-      for (const auto& k : source.stats()) {
-        std::printf("  %s %s: lists %llu events %llu errors %llu\n", k.kind.c_str(), k.path.c_str(),
-                    static_cast<unsigned long long>(k.lists),
-                    static_cast<unsigned long long>(k.events),
-                    static_cast<unsigned long long>(k.errors));
-      }
-      const auto* e = pub.current()->find("big", "big-7d9f8c6b5-30000");
-      std::printf("  big pod: %s\n",
-                  e == nullptr ? "not found"
-                               : (e->table ? e->table->wire.substr(0, 300).c_str() : "no table"));
-      return 1;
-    }
-    lat.push_back(std::chrono::duration<double, std::milli>(big_changed_at - start).count());
+      "cluster: %d pods in %zu namespaces, %d policies; pod list %.1f MB in %zu pages "
+      "(%.1f KB per pod); %d rounds per figure\n",
+      a.spec.pods(), namespaces(a.spec).size(), a.spec.policies(), static_cast<double>(bytes) / 1e6,
+      pages.size(), static_cast<double>(bytes) / static_cast<double>(pods.size()) / 1e3, a.rounds);
+  std::fflush(stdout);
+  if (a.serve_seconds > 0) {
+    testing::write_file("/tmp/tollgate-bench-kubeconfig",
+                        "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: "
+                        "fake\n  cluster: {server: " +
+                            api.url() +
+                            "}\nusers:\n- name: me\n  user: {}\ncontexts:\n- name: fake\n  "
+                            "context: {cluster: fake, user: me}\n");
+    std::printf("serving %s for %d s; kubeconfig /tmp/tollgate-bench-kubeconfig\n",
+                api.url().c_str(), a.serve_seconds);
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::seconds(a.serve_seconds));
+    return 0;
   }
-  std::printf(
-      "policy change selecting %d pods -> published: p50 %.2f ms, p99 %.2f ms, max %.2f ms "
-      "(target p99 <= 5 ms; includes the fake server's watch write and the 1 ms quiet "
-      "period)\n",
-      kBigPods, percentile(lat, 0.5), percentile(lat, 0.99), percentile(lat, 1.0));
-  source.stop();
-  pub.stop();
+  if (a.run("client")) section_client(a, pods, pages, bytes);
+  std::fflush(stdout);
+  if (a.run("ready")) section_ready(a, api);
+  std::fflush(stdout);
+  if (a.child && a.run("child")) section_child(a, api);
+  std::fflush(stdout);
+  if (a.run("latency") || a.run("churn")) {
+    Live live(api);
+    if (a.run("latency")) section_policy_latency(api, live);
+    std::fflush(stdout);
+    if (a.churn_seconds > 0 && a.run("churn")) section_churn(a, api, live);
+  }
+  std::fflush(stdout);
+  if (a.manifests && a.run("manifests")) section_manifests(a);
   return 0;
 }

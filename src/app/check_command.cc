@@ -70,9 +70,11 @@ util::Result<policy::Workload> resolve_workload(const std::string& spec,
   return w;
 }
 
-source::ClusterState load(const std::vector<std::string>& files) {
+source::ClusterState load(const std::vector<std::string>& files, std::uint64_t max_bytes) {
   source::ClusterState s;
-  source::load_paths(s, files);
+  source::ReadOptions options;
+  options.max_file_bytes = max_bytes;
+  source::load_paths(s, files, options);
   for (const auto& e : s.errors) std::cerr << "tollgate: " << e << "\n";
   return s;
 }
@@ -83,64 +85,49 @@ std::string format_finding(const policy::Finding& f) {
   return s + ": " + f.message;
 }
 
-}  // namespace
+// The inputs of a check: the workload, the mesh settings and the request.
+struct CheckInputs {
+  policy::Workload workload;
+  policy::MeshConfig mesh;
+  eval::Request request;
+};
 
-int run_check(const CheckOptions& o) {
-  const source::ClusterState s = load(o.files);
-  if (!s.errors.empty()) return 2;
-  auto workload = resolve_workload(o.workload, s);
-  if (!workload.ok()) {
-    std::cerr << "tollgate: " << workload.error().message << "\n";
-    return 2;
-  }
-  auto mesh_json = json_arg(o.mesh, "--mesh");
-  if (!mesh_json.ok()) {
-    std::cerr << "tollgate: " << mesh_json.error().message << "\n";
-    return 2;
-  }
-  auto mesh = policy::parse_mesh(*mesh_json);
-  if (!mesh.ok()) {
-    std::cerr << "tollgate: --mesh: " << mesh.error().message << "\n";
-    return 2;
-  }
-  auto req_json = json_arg(o.request, "--request");
-  if (!req_json.ok()) {
-    std::cerr << "tollgate: " << req_json.error().message << "\n";
-    return 2;
-  }
-  auto request = eval::parse_request(*req_json);
-  if (!request.ok()) {
-    std::cerr << "tollgate: --request: " << request.error().message << "\n";
-    return 2;
-  }
-  const compile::DecisionTable table = compile::compile_table(s.policies, *workload, *mesh);
-  eval::PreparedRequest prepared;
-  eval::prepare(*request, table.path_normalization, prepared);
-  const eval::Decision d = eval::evaluate(table, prepared);
-  json dj = eval::decision_json(table, d, prepared);
-  // When ALLOW policies apply and none matched, say why each ALLOW rule missed.
-  std::vector<std::pair<const compile::TableRule*, std::string>> misses;
-  if (d.cause == eval::Cause::kNoAllowMatched) {
-    for (const auto& rule : table.allow) {
-      if (misses.size() == 10) break;
-      misses.emplace_back(&rule, eval::mismatch(rule, prepared));
+util::Result<CheckInputs> check_inputs(const CheckOptions& o, const source::ClusterState& s) {
+  CheckInputs in;
+  TOLLGATE_TRY(workload, resolve_workload(o.workload, s));
+  in.workload = std::move(workload);
+  TOLLGATE_TRY(mesh_json, json_arg(o.mesh, "--mesh"));
+  auto mesh = policy::parse_mesh(mesh_json);
+  if (!mesh.ok()) return util::make_error("--mesh: " + mesh.error().message);
+  in.mesh = std::move(*mesh);
+  TOLLGATE_TRY(req_json, json_arg(o.request, "--request"));
+  auto request = eval::parse_request(req_json);
+  if (!request.ok()) return util::make_error("--request: " + request.error().message);
+  in.request = std::move(*request);
+  return in;
+}
+
+using Misses = std::vector<std::pair<const compile::TableRule*, std::string>>;
+
+void print_check_json(json dj, const CheckInputs& in, const compile::DecisionTable& table,
+                      const Misses& misses) {
+  if (!misses.empty()) {
+    json arr = json::array();
+    for (const auto& [rule, why] : misses) {
+      arr.push_back({{"policy", rule->policy}, {"rule", rule->rule}, {"mismatch", why}});
     }
+    dj["allowRulesNotMatched"] = std::move(arr);
   }
-  if (o.output == "json") {
-    if (!misses.empty()) {
-      json arr = json::array();
-      for (const auto& [rule, why] : misses) {
-        arr.push_back({{"policy", rule->policy}, {"rule", rule->rule}, {"mismatch", why}});
-      }
-      dj["allowRulesNotMatched"] = std::move(arr);
-    }
-    dj["workload"] = {{"namespace", workload->namespace_},
-                      {"labels", workload->labels},
-                      {"serviceAccount", workload->service_account}};
-    dj["policies"] = table.policies;
-    std::cout << dj.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
-    return 0;
-  }
+  dj["workload"] = {{"namespace", in.workload.namespace_},
+                    {"labels", in.workload.labels},
+                    {"serviceAccount", in.workload.service_account}};
+  dj["policies"] = table.policies;
+  std::cout << dj.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+}
+
+void print_check_text(const json& dj, const eval::Decision& d, const CheckInputs& in,
+                      const compile::DecisionTable& table, const Misses& misses) {
+  const policy::Workload& w = in.workload;
   std::cout << (d.allowed ? "ALLOW" : "DENY");
   if (d.rule != nullptr) {
     std::cout << "  by " << d.rule->policy << " (" << policy::action_name(d.rule->action)
@@ -149,9 +136,8 @@ int run_check(const CheckOptions& o) {
     std::cout << "  (default: no policy decided)";
   }
   std::cout << "\n  " << dj["reason"].get<std::string>() << "\n";
-  std::cout << "  workload " << workload->namespace_ << "/"
-            << (workload->name.empty() ? "(described)" : workload->name) << " (service account "
-            << workload->service_account << ")\n";
+  std::cout << "  workload " << w.namespace_ << "/" << (w.name.empty() ? "(described)" : w.name)
+            << " (service account " << w.service_account << ")\n";
   std::cout << "  policies that apply: ";
   if (table.policies.empty()) std::cout << "none";
   for (std::size_t i = 0; i < table.policies.size(); ++i) {
@@ -169,11 +155,41 @@ int run_check(const CheckOptions& o) {
     std::cout << "\n";
   }
   for (const auto& n : table.notes) std::cout << "  note: " << n << "\n";
+}
+
+}  // namespace
+
+int run_check(const CheckOptions& o) {
+  const source::ClusterState s = load(o.files, o.max_manifest_bytes);
+  if (!s.errors.empty()) return 2;
+  auto in = check_inputs(o, s);
+  if (!in.ok()) {
+    std::cerr << "tollgate: " << in.error().message << "\n";
+    return 2;
+  }
+  const compile::DecisionTable table = compile::compile_table(s.policies, in->workload, in->mesh);
+  eval::PreparedRequest prepared;
+  eval::prepare(in->request, table.path_normalization, prepared);
+  const eval::Decision d = eval::evaluate(table, prepared);
+  json dj = eval::decision_json(table, d, prepared);
+  // When ALLOW policies apply and none matched, say why each ALLOW rule missed.
+  Misses misses;
+  if (d.cause == eval::Cause::kNoAllowMatched) {
+    for (const auto& rule : table.allow) {
+      if (misses.size() == 10) break;
+      misses.emplace_back(&rule, eval::mismatch(rule, prepared));
+    }
+  }
+  if (o.output == "json") {
+    print_check_json(std::move(dj), *in, table, misses);
+  } else {
+    print_check_text(dj, d, *in, table, misses);
+  }
   return 0;
 }
 
 int run_lint(const LintOptions& o) {
-  const source::ClusterState s = load(o.files);
+  const source::ClusterState s = load(o.files, o.max_manifest_bytes);
   auto mesh_json = json_arg(o.mesh, "--mesh");
   if (!mesh_json.ok()) {
     std::cerr << "tollgate: " << mesh_json.error().message << "\n";

@@ -8,50 +8,22 @@
 
 namespace tollgate::app {
 
-int run_cli(int argc, char** argv) {
-  CLI::App app{"tollgate: Istio AuthorizationPolicy decisions, compiled and served"};
-  app.require_subcommand(1);
-  app.set_version_flag("--version", "tollgate 0.1.0");
-  app.fallthrough();  // --log-level may follow the subcommand
-  std::string log_level = "info";
-  app.add_option("--log-level", log_level, "debug, info, warn or error (JSON lines on stderr)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"debug", "info", "warn", "warning", "error"}));
+namespace {
 
-  bool jsonl = false;
-  auto* eval = app.add_subcommand(
-      "eval", "Evaluate {policies, workload, request, mesh} objects read from stdin");
-  eval->add_flag("--jsonl", jsonl, "one JSON object per line in, one decision per line out");
-  std::size_t max_input_bytes = kDefaultMaxInputBytes;
-  eval->add_option("--max-input-bytes", max_input_bytes,
-                   "the most one input may take (one line with --jsonl); longer ones are errors")
+void add_max_manifest_bytes(CLI::App& cmd, std::uint64_t& value) {
+  cmd.add_option("--max-manifest-bytes", value,
+                 "the largest manifest file read; a larger one is an error (for run: not ready "
+                 "at start, the last good version later)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+}
 
-  CheckOptions check;
-  auto* chk = app.add_subcommand("check", "Decide one request against manifests, explained");
-  chk->add_option("-f,--filename", check.files, "manifest files or directories")->required();
-  chk->add_option("--workload", check.workload,
-                  "NAMESPACE/POD (a pod or workload in the manifests), or "
-                  "NAMESPACE/LABEL=VALUE,.../SERVICEACCOUNT")
-      ->required();
-  chk->add_option("--request", check.request, "the request as JSON (docs/api.md), or @FILE")
-      ->required();
-  chk->add_option("--mesh", check.mesh, "mesh settings as JSON, or @FILE");
-  chk->add_option("-o,--output", check.output, "text or json")
-      ->check(CLI::IsMember({"text", "json"}));
-
-  LintOptions lint;
-  auto* lnt = app.add_subcommand("lint", "Report policies that cannot do what they mean");
-  lnt->add_option("-f,--filename", lint.files, "manifest files or directories")->required();
-  lnt->add_option("--mesh", lint.mesh, "mesh settings as JSON, or @FILE");
-  lnt->add_option("-o,--output", lint.output, "text or json")
-      ->check(CLI::IsMember({"text", "json"}));
-
-  RunOptions run;
+// `run`'s options.
+CLI::App* add_run(CLI::App& app, RunOptions& run) {
   auto* rn = app.add_subcommand("run", "Run the controller: watch a cluster or manifests");
   rn->add_option("--manifests", run.manifests,
                  "manifest files or directories read as the cluster (watched for changes)");
+  add_max_manifest_bytes(*rn, run.max_manifest_bytes);
   rn->add_option("--kubeconfig", run.kubeconfig, "watch the cluster this kubeconfig names");
   rn->add_flag("--once", run.once, "print every workload's table once synced, then exit");
   rn->add_option("--root-namespace", run.root_namespace, "Istio's root namespace")
@@ -77,6 +49,56 @@ int run_cli(int argc, char** argv) {
   rn->add_option("--http-threads", run.http_threads, "HTTP worker threads (0: one per core)")
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
+
+  return rn;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"tollgate: Istio AuthorizationPolicy decisions, compiled and served"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tollgate 0.1.0");
+  app.fallthrough();  // --log-level may follow the subcommand
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "debug, info, warn or error (JSON lines on stderr)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"debug", "info", "warn", "warning", "error"}));
+
+  bool jsonl = false;
+  auto* eval = app.add_subcommand(
+      "eval", "Evaluate {policies, workload, request, mesh} objects read from stdin");
+  eval->add_flag("--jsonl", jsonl, "one JSON object per line in, one decision per line out");
+  std::size_t max_input_bytes = kDefaultMaxInputBytes;
+  eval->add_option("--max-input-bytes", max_input_bytes,
+                   "the most one input may take (one line with --jsonl); longer ones are errors")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+
+  CheckOptions check;
+  auto* chk = app.add_subcommand("check", "Decide one request against manifests, explained");
+  chk->add_option("-f,--filename", check.files, "manifest files or directories")->required();
+  add_max_manifest_bytes(*chk, check.max_manifest_bytes);
+  chk->add_option("--workload", check.workload,
+                  "NAMESPACE/POD (a pod or workload in the manifests), or "
+                  "NAMESPACE/LABEL=VALUE,.../SERVICEACCOUNT")
+      ->required();
+  chk->add_option("--request", check.request, "the request as JSON (docs/api.md), or @FILE")
+      ->required();
+  chk->add_option("--mesh", check.mesh, "mesh settings as JSON, or @FILE");
+  chk->add_option("-o,--output", check.output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+
+  LintOptions lint;
+  auto* lnt = app.add_subcommand("lint", "Report policies that cannot do what they mean");
+  lnt->add_option("-f,--filename", lint.files, "manifest files or directories")->required();
+  add_max_manifest_bytes(*lnt, lint.max_manifest_bytes);
+  lnt->add_option("--mesh", lint.mesh, "mesh settings as JSON, or @FILE");
+  lnt->add_option("-o,--output", lint.output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+
+  RunOptions run;
+  auto* rn = add_run(app, run);
 
   try {
     app.parse(argc, argv);

@@ -13,6 +13,12 @@ class ClusterSource::Feed final : public k8s::WatchHandler {
   void list_item(std::string_view object) override {
     if (auto o = decode(object)) pending_.push_back(std::move(*o));
   }
+  void list_remove(std::string_view object) override {
+    auto o = decode(object);
+    if (!o) return;
+    const std::string key = index::object_key(*o);
+    std::erase_if(pending_, [&](const index::Object& p) { return index::object_key(p) == key; });
+  }
   void list_end() override {
     index::Event e;
     e.kind = kind_;
@@ -108,6 +114,8 @@ util::Result<bool> ClusterSource::start() {
     o.kind = index::kind_name(spec.kind);
     o.paths = spec.paths;
     o.page_size = options_.page_size;
+    o.streaming_list = options_.streaming_list;
+    o.initial_events_idle = options_.initial_events_idle;
     o.min_timeout_seconds = options_.min_watch_timeout_seconds;
     o.idle_slack = options_.idle_slack;
     o.backoff = options_.backoff;
@@ -141,7 +149,9 @@ std::vector<ClusterSource::KindStats> ClusterSource::stats() const {
     const auto& s = watchers_[i]->stats();
     out.push_back(KindStats{index::kind_name(static_cast<index::Kind>(i)), watchers_[i]->path(),
                             s.lists.load(), s.relists.load(), s.events.load(), s.errors.load(),
-                            s.bad_lines.load(), feeds_[i]->bad_objects(), s.list_bytes.load()});
+                            s.bad_lines.load(), feeds_[i]->bad_objects(), s.list_bytes.load(),
+                            s.streaming_lists.load(), watchers_[i]->streaming_list(),
+                            watchers_[i]->state()});
   }
   return out;
 }

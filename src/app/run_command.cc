@@ -54,6 +54,99 @@ void print_pod(std::ostream& out, const publish::Snapshot& s, const std::string&
   out << line;
 }
 
+std::unique_ptr<server::Server> start_service(const RunOptions& o, publish::Publisher& publisher) {
+  publisher.add_listener([](const publish::SnapshotBuilder::Result& r) {
+    const auto& s = *r.snapshot;
+    util::log_info("snapshot published", {{"revision", std::to_string(s.revision)},
+                                          {"synced", s.synced ? "true" : "false"},
+                                          {"pods", std::to_string(s.pods)},
+                                          {"tables", std::to_string(s.tables)},
+                                          {"changed", std::to_string(r.changed_pods.size())}});
+  });
+  server::ServerOptions so;
+  so.listen = o.listen;
+  so.max_wait = std::chrono::seconds(o.max_wait_seconds);
+  so.staleness = std::chrono::seconds(o.staleness_seconds);
+  so.threads = o.http_threads;
+  so.tls_cert_file = o.tls_cert;
+  so.tls_key_file = o.tls_key;
+  so.tls_client_ca_file = o.tls_client_ca;
+  auto service = std::make_unique<server::Server>(std::move(so), publisher);  // before start()
+  auto started = service->start();
+  if (!started.ok()) {
+    std::cerr << "tollgate: " << started.error().message << "\n";
+    return nullptr;
+  }
+  if (!o.port_file.empty()) {
+    const std::string tmp = o.port_file + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << service->port() << "\n";
+    }
+    std::rename(tmp.c_str(), o.port_file.c_str());  // readers never see a partial file
+  }
+  return service;
+}
+
+// --once: every table once synced, as JSON lines on stdout.
+int print_once(publish::Publisher& publisher, bool cluster, ClusterSource* watch) {
+  auto s = publisher.wait_for([](const publish::Snapshot& x) { return x.synced; },
+                              cluster ? std::chrono::seconds(120) : std::chrono::seconds(30));
+  if (watch != nullptr) watch->stop();
+  if (!s) {
+    std::cerr << "tollgate: " << (cluster ? "the cluster" : "the manifests") << " did not sync\n";
+    return 1;
+  }
+  for (const auto& [ns, view] : s->namespaces) {
+    for (const auto& e : view->pods) print_pod(std::cout, *s, ns, e);
+  }
+  std::cout.flush();
+  publisher.stop();
+  return 0;
+}
+
+// The cluster or the manifests, feeding the publisher.
+struct Sources {
+  std::unique_ptr<source::DirectorySource> dir;
+  std::unique_ptr<ClusterSource> watch;
+};
+
+util::Result<bool> start_sources(const RunOptions& o,
+                                 const std::optional<k8s::ClusterConfig>& cluster,
+                                 publish::Publisher& publisher, server::Server* service,
+                                 Sources& out) {
+  auto sink = [&publisher](index::Event e) { return publisher.submit(std::move(e)); };
+  if (cluster) {
+    out.watch = std::make_unique<ClusterSource>(*cluster, sink);
+    TOLLGATE_TRY(started, out.watch->start());
+    (void)started;
+    if (service != nullptr) {
+      service->set_source_stats([w = out.watch.get()] {
+        std::vector<server::SourceStats> stats;
+        for (const auto& k : w->stats()) {
+          stats.push_back(server::SourceStats{k.kind, k.events, k.errors, k.relists});
+        }
+        return stats;
+      });
+    }
+    return true;
+  }
+  source::DirectoryOptions dopts;
+  dopts.read.max_file_bytes = o.max_manifest_bytes;
+  out.dir = std::make_unique<source::DirectorySource>(o.manifests, sink, dopts);
+  if (!o.once) {
+    out.dir->start();
+    return true;
+  }
+  // --once: every manifest must read, or there is nothing to print.
+  const auto problems = out.dir->load();
+  if (!out.dir->listed()) {
+    for (const auto& p : problems) std::cerr << "tollgate: " << p << "\n";
+    return util::make_error("the manifests cannot all be read");
+  }
+  return true;
+}
+
 }  // namespace
 
 int run_controller(const RunOptions& o) {
@@ -86,87 +179,23 @@ int run_controller(const RunOptions& o) {
   publish::Publisher publisher(*mesh);
   std::unique_ptr<server::Server> service;
   if (!o.once) {
-    publisher.add_listener([](const publish::SnapshotBuilder::Result& r) {
-      const auto& s = *r.snapshot;
-      util::log_info("snapshot published", {{"revision", std::to_string(s.revision)},
-                                            {"synced", s.synced ? "true" : "false"},
-                                            {"pods", std::to_string(s.pods)},
-                                            {"tables", std::to_string(s.tables)},
-                                            {"changed", std::to_string(r.changed_pods.size())}});
-    });
-    server::ServerOptions so;
-    so.listen = o.listen;
-    so.max_wait = std::chrono::seconds(o.max_wait_seconds);
-    so.staleness = std::chrono::seconds(o.staleness_seconds);
-    so.threads = o.http_threads;
-    so.tls_cert_file = o.tls_cert;
-    so.tls_key_file = o.tls_key;
-    so.tls_client_ca_file = o.tls_client_ca;
-    service = std::make_unique<server::Server>(std::move(so), publisher);  // before start()
-    auto started = service->start();
-    if (!started.ok()) {
-      std::cerr << "tollgate: " << started.error().message << "\n";
-      return 2;
-    }
-    if (!o.port_file.empty()) {
-      const std::string tmp = o.port_file + ".tmp";
-      {
-        std::ofstream out(tmp);
-        out << service->port() << "\n";
-      }
-      std::rename(tmp.c_str(), o.port_file.c_str());  // readers never see a partial file
-    }
+    service = start_service(o, publisher);
+    if (!service) return 2;
   }
   publisher.start();
-  auto sink = [&](index::Event e) { return publisher.submit(std::move(e)); };
-  std::unique_ptr<source::DirectorySource> dir;
-  std::unique_ptr<ClusterSource> watch;
-  std::vector<std::string> errors;
-  if (cluster) {
-    watch = std::make_unique<ClusterSource>(*cluster, sink);
-    auto started = watch->start();
-    if (!started.ok()) {
-      std::cerr << "tollgate: " << started.error().message << "\n";
-      return 2;
-    }
-    if (service) {
-      service->set_source_stats([w = watch.get()] {
-        std::vector<server::SourceStats> out;
-        for (const auto& k : w->stats()) {
-          out.push_back(server::SourceStats{k.kind, k.events, k.errors, k.relists});
-        }
-        return out;
-      });
-    }
-  } else {
-    dir = std::make_unique<source::DirectorySource>(o.manifests, sink);
-    if (o.once) {
-      errors = dir->load();
-    } else {
-      dir->start();
-    }
+  Sources sources;
+  auto started = start_sources(o, cluster, publisher, service.get(), sources);
+  if (!started.ok()) {
+    std::cerr << "tollgate: " << started.error().message << "\n";
+    return o.once && !cluster ? 1 : 2;
   }
-  if (o.once) {
-    auto s = publisher.wait_for([](const publish::Snapshot& x) { return x.synced; },
-                                cluster ? std::chrono::seconds(120) : std::chrono::seconds(30));
-    if (watch) watch->stop();
-    if (!s) {
-      std::cerr << "tollgate: " << (cluster ? "the cluster" : "the manifests") << " did not sync\n";
-      return 1;
-    }
-    for (const auto& [ns, view] : s->namespaces) {
-      for (const auto& e : view->pods) print_pod(std::cout, *s, ns, e);
-    }
-    std::cout.flush();
-    publisher.stop();
-    return errors.empty() ? 0 : 1;
-  }
+  if (o.once) return print_once(publisher, cluster.has_value(), sources.watch.get());
   int sig = 0;
   sigwait(&signals, &sig);
   util::log_info("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
   if (service) service->shutdown();  // parked long-polls get 304
-  if (dir) dir->stop();
-  if (watch) watch->stop();
+  if (sources.dir) sources.dir->stop();
+  if (sources.watch) sources.watch->stop();
   publisher.stop();
   return publisher.failed() ? 1 : 0;
 }

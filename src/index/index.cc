@@ -174,6 +174,7 @@ ShapeRec* Index::intern(PodObject& pod) {
     rec->shape = std::move(w);
     rec->key = std::move(key);
     assign(*rec, group_for(*rec->shape));
+    ns_[rec->shape->namespace_].shapes.insert(rec.get());
     it->second = std::move(rec);
   }
   return it->second.get();
@@ -184,6 +185,7 @@ void Index::release(ShapeRec* shape) {
   shape->group->pods--;
   if (--shape->pods > 0) return;
   assign(*shape, nullptr);
+  ns_[shape->shape->namespace_].shapes.erase(shape);
   shapes_.erase(shape->key);  // destroys *shape
 }
 
@@ -215,6 +217,7 @@ Group* Index::group_for(const policy::Workload& w) {
     g->namespace_ = w.namespace_;
     g->policies = std::move(applicable);
     groups_by_id_[g->id] = g.get();
+    ns_[g->namespace_].groups.insert(g.get());
     changes_.groups.insert(g->id);
     it->second = std::move(g);
   }
@@ -236,6 +239,7 @@ void Index::assign(ShapeRec& shape, Group* g) {
       changes_.removed_groups.insert(old->id);
       changes_.groups.erase(old->id);
       groups_by_id_.erase(old->id);
+      ns_[old->namespace_].groups.erase(old);
       groups_by_key_.erase(old->key);  // destroys *old
     }
   }
@@ -330,30 +334,39 @@ void Index::delete_policy(const std::string& ns, const std::string& name) {
 void Index::policy_changed(const std::string& ns, const std::string& name,
                            const policy::Policy* before, const policy::Policy* after) {
   changes_.policies = true;
+  changes_.policy_namespaces.insert(ns);
   const bool everywhere = ns == mesh_.root_namespace;
   // Groups that hold the policy get its new version and must be recompiled.
   std::shared_ptr<const policy::Policy> next;
   if (after != nullptr) next = all_policies_[after->key()];
-  for (auto& [key, g] : groups_by_key_) {
-    if (!everywhere && g->namespace_ != ns) continue;
-    for (auto& p : g->policies) {
+  auto update_group = [&](Group& g) {
+    for (auto& p : g.policies) {
       if (same_policy(*p, ns, name)) {
         if (next) p = next;
-        changes_.groups.insert(g->id);
-        changes_.namespaces.insert(g->namespace_);
+        changes_.groups.insert(g.id);
+        changes_.namespaces.insert(g.namespace_);
         break;
       }
     }
-  }
+  };
   // Shapes (and so pods) selected before or after the change get their group recomputed.
   std::vector<ShapeRec*> moved;
-  for (auto& [key, shape] : shapes_) {
+  auto check_shape = [&](ShapeRec* shape) {
     const policy::Workload& w = *shape->shape;
-    if (!everywhere && w.namespace_ != ns) continue;
     const bool was = before != nullptr && compile::applies_to(*before, w, mesh_);
     const bool is = after != nullptr && compile::applies_to(*after, w, mesh_);
-    if (was || is) moved.push_back(shape.get());
+    if (was || is) moved.push_back(shape);
+  };
+  if (everywhere) {
+    for (auto& [key, g] : groups_by_key_) update_group(*g);
+    for (auto& [key, shape] : shapes_) check_shape(shape.get());
+  } else if (auto it = ns_.find(ns); it != ns_.end()) {
+    for (Group* g : it->second.groups) update_group(*g);
+    for (ShapeRec* shape : it->second.shapes) check_shape(shape);
   }
+  // In a stable order, so that group ids do not depend on hashing.
+  std::sort(moved.begin(), moved.end(),
+            [](const ShapeRec* a, const ShapeRec* b) { return a->key < b->key; });
   for (ShapeRec* shape : moved) {
     Group* g = group_for(*shape->shape);
     if (g != shape->group) {

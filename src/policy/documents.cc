@@ -1,13 +1,17 @@
 // Kubernetes documents from JSON or YAML text, and the small JSON inputs (mesh, workload).
+#include <simdjson.h>
 #include <yaml.h>
 
 #include <cctype>
 #include <cstdlib>
+#include <functional>
 #include <map>
+#include <optional>
 #include <regex>
 #include <set>
 #include <string>
 
+#include "tollgate/policy/json_scan.h"
 #include "tollgate/policy/parse.h"
 
 namespace tollgate::policy {
@@ -73,15 +77,29 @@ class YamlReader {
   YamlReader(std::string_view text, std::string origin)
       : text_(text), origin_(std::move(origin)), max_nodes_(max_nodes(text)) {}
 
-  // Reads every document; null documents are returned as null.
-  util::Result<std::vector<json>> read_all() {
+  // Hands every document to `on_document` as soon as it is read (null documents as null).
+  using DocumentFn = std::function<util::Result<bool>(json document)>;
+  util::Result<bool> read_each(const DocumentFn& on_document) {
     yaml_parser_t parser;
     if (yaml_parser_initialize(&parser) == 0) return util::make_error(origin_ + ": out of memory");
     yaml_parser_set_input_string(&parser, reinterpret_cast<const unsigned char*>(text_.data()),
                                  text_.size());
+    on_document_ = &on_document;
     auto result = run(parser);
+    on_document_ = nullptr;
     yaml_parser_delete(&parser);
     return result;
+  }
+
+  // Reads every document; null documents are returned as null.
+  util::Result<std::vector<json>> read_all() {
+    std::vector<json> docs;
+    auto r = read_each([&](json d) -> util::Result<bool> {
+      docs.push_back(std::move(d));
+      return true;
+    });
+    if (!r.ok()) return r.error();
+    return docs;
   }
 
  private:
@@ -138,31 +156,33 @@ class YamlReader {
     return s;
   }
 
-  util::Result<std::vector<json>> run(yaml_parser_t& parser) {
-    std::vector<json> docs;
+  util::Result<bool> run(yaml_parser_t& parser) {
     while (true) {
       yaml_event_t e;
       if (yaml_parser_parse(&parser, &e) == 0) {
         const std::string problem = parser.problem != nullptr ? parser.problem : "invalid YAML";
         return at(parser.problem_mark, problem);
       }
-      auto r = handle(e, docs);
+      auto r = handle(e);
       const bool end = e.type == YAML_STREAM_END_EVENT;
       yaml_event_delete(&e);
       if (!r.ok()) return r.error();
-      if (end) return docs;
+      if (end) return true;
     }
   }
 
-  util::Result<bool> handle(const yaml_event_t& e, std::vector<json>& docs) {
+  util::Result<bool> handle(const yaml_event_t& e) {
     switch (e.type) {
       case YAML_DOCUMENT_START_EVENT:
         doc_ = json();
         anchors_.clear();
         return true;
-      case YAML_DOCUMENT_END_EVENT:
-        docs.push_back(std::move(doc_));
-        return true;
+      case YAML_DOCUMENT_END_EVENT: {
+        json doc = std::move(doc_);
+        doc_ = json();
+        anchors_.clear();
+        return (*on_document_)(std::move(doc));
+      }
       case YAML_SEQUENCE_START_EVENT:
       case YAML_MAPPING_START_EVENT: {
         if (stack_.size() >= static_cast<std::size_t>(kMaxDepth)) {
@@ -246,6 +266,7 @@ class YamlReader {
 
   std::string_view text_;
   std::string origin_;
+  const DocumentFn* on_document_ = nullptr;
   std::size_t max_nodes_;
   std::size_t nodes_ = 0;
   std::size_t bytes_ = 0;
@@ -254,22 +275,113 @@ class YamlReader {
   std::map<std::string, Anchored> anchors_;
 };
 
-void flatten(json obj, const std::string& origin, std::vector<Document>& out, int depth) {
-  if (obj.is_null()) return;
-  auto kind = obj.is_object() ? obj.find("kind") : obj.end();
-  auto items = obj.is_object() ? obj.find("items") : obj.end();
-  if (kind != obj.end() && kind->is_string() && items != obj.end() && items->is_array() &&
-      depth < 4) {
-    const std::string k = kind->get<std::string>();
-    if (k.size() >= 4 && k.compare(k.size() - 4, 4, "List") == 0) {
-      int i = 0;
-      for (auto& item : *items) {
-        flatten(std::move(item), origin + ".items[" + std::to_string(i++) + "]", out, depth + 1);
-      }
-      return;
-    }
+// One object (or a List of them) as JSON text, already validated (so it is not checked
+// again): its kind and apiVersion, and a List's items, found without building it. The
+// members are read until the kind shows the object is not a List (kubectl writes kind
+// first); a List's items are collected as they are passed, in the same pass.
+util::Result<bool> flatten(std::string_view text, const std::string& origin, int depth,
+                           const ObjectFn& on_object) {
+  const std::size_t start = text.find_first_not_of(" \t\r\n");
+  if (start == std::string_view::npos || text.substr(start, 4) == "null") return true;
+  if (text[start] != '{') {
+    return util::make_error(origin + ": a document must be an object (a Kubernetes object)");
   }
-  out.push_back(Document{std::move(obj), origin});
+  ObjectText o{text, "", "", origin};
+  std::vector<std::string_view> items;
+  bool has_items = false;
+  constexpr std::string_view kStop = "stop";  // not a List: the rest is not needed
+  auto is_list = [](const std::string& kind) {
+    return kind.size() >= 4 && kind.compare(kind.size() - 4, 4, "List") == 0;
+  };
+  auto member = [&](std::string_view key, std::string_view value) -> util::Result<bool> {
+    if (key == "kind" || key == "apiVersion") {
+      auto v = json_scan::string_value(value);
+      (key == "kind" ? o.kind : o.api_version) = v.ok() ? *v : "";
+      if (!o.kind.empty() && !o.api_version.empty() && !is_list(o.kind)) {
+        return util::make_error(std::string(kStop));
+      }
+    } else if (key == "items" && !value.empty() && value.front() == '[' && depth < 4) {
+      has_items = true;
+      return json_scan::for_each_element(
+          value,
+          [&](std::string_view item) {
+            items.push_back(item);
+            return util::Result<bool>(true);
+          },
+          true);
+    }
+    return true;
+  };
+  auto scanned = json_scan::for_each_member(text, member, true);
+  if (!scanned.ok() && scanned.error().message != kStop) return scanned.error();
+  if (!is_list(o.kind) || !has_items) return on_object(o);
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    TOLLGATE_TRY(done, flatten(items[i], origin + ".items[" + std::to_string(i) + "]", depth + 1,
+                               on_object));
+    (void)done;
+  }
+  return true;
+}
+
+// JSON text: validated first (a file that does not parse hands over nothing), then flattened
+// in place. An error without `yaml_fallback`: the text is not JSON, and may be flow-style YAML.
+util::Result<bool> for_each_json_object(std::string_view text, const std::string& origin,
+                                        const ObjectFn& on_object, bool& not_json) {
+  auto end = json_scan::value_end(text, 0);
+  if (end.ok() && text.find_first_not_of(" \t\r\n", *end) != std::string_view::npos) {
+    end = util::make_error("unexpected text after the JSON value");
+  }
+  if (!end.ok()) {
+    not_json = true;
+    return util::make_error(origin + ": " + end.error().message);
+  }
+  if (!simdjson::validate_utf8(text.data(), text.size())) {
+    return util::make_error(origin + ": the text is not valid UTF-8");
+  }
+  const std::size_t start = text.find_first_not_of(" \t\r\n");
+  if (text[start] == '{') return flatten(text, origin, 0, on_object);
+  int i = 0;
+  return json_scan::for_each_element(
+      text,
+      [&](std::string_view e) {
+        return flatten(e, origin + "[" + std::to_string(i++) + "]", 0, on_object);
+      },
+      true);
+}
+
+// YAML, one document at a time. A document is named "origin#N" when the text holds several,
+// so each is handed over once the next one (or the end) shows whether there are several.
+util::Result<bool> for_each_yaml_object(std::string_view text, const std::string& origin,
+                                        const ObjectFn& on_object) {
+  std::optional<json> held;
+  int count = 0;
+  auto emit = [&](json doc, const std::string& where) -> util::Result<bool> {
+    if (doc.is_null()) return true;
+    if (!doc.is_object()) {
+      return util::make_error(where + ": a document must be a mapping (a Kubernetes object)");
+    }
+    std::string text_of_doc;
+    try {
+      text_of_doc = doc.dump();
+    } catch (const json::exception& e) {
+      return util::make_error(where + ": " + e.what());
+    }
+    doc = json();
+    return flatten(text_of_doc, where, 0, on_object);
+  };
+  YamlReader reader(text, origin);
+  TOLLGATE_TRY(read, reader.read_each([&](json doc) -> util::Result<bool> {
+    ++count;
+    if (held) {
+      TOLLGATE_TRY(ok, emit(std::move(*held), origin + "#" + std::to_string(count - 1)));
+      (void)ok;
+    }
+    held = std::move(doc);
+    return true;
+  }));
+  (void)read;
+  if (!held) return true;
+  return emit(std::move(*held), count > 1 ? origin + "#" + std::to_string(count) : origin);
 }
 
 std::string_view trim_left(std::string_view s) {
@@ -287,41 +399,30 @@ util::Result<json> yaml_to_json(std::string_view text, const std::string& origin
   return docs->empty() ? json() : std::move((*docs)[0]);
 }
 
+util::Result<bool> for_each_object(std::string_view text, const std::string& origin,
+                                   const ObjectFn& on_object) {
+  const std::string_view t = trim_left(text);
+  if (!t.empty() && (t.front() == '{' || t.front() == '[')) {
+    bool not_json = false;
+    auto r = for_each_json_object(t, origin, on_object, not_json);
+    if (!not_json) return r;
+    // Not plain JSON: it may still be YAML in flow style; report the JSON error if not.
+    YamlReader check(text, origin);
+    if (!check.read_all().ok()) return r.error();
+  }
+  return for_each_yaml_object(text, origin, on_object);
+}
+
 util::Result<std::vector<Document>> parse_documents(std::string_view text,
                                                     const std::string& origin) {
   std::vector<Document> out;
-  std::string_view t = trim_left(text);
-  if (!t.empty() && (t.front() == '{' || t.front() == '[')) {
-    // JSON: one value (an array of objects counts as a list of documents).
-    std::string json_error;
-    try {
-      json j = json::parse(t);
-      if (j.is_array()) {
-        int i = 0;
-        for (auto& e : j) flatten(std::move(e), origin + "[" + std::to_string(i++) + "]", out, 0);
-      } else {
-        flatten(std::move(j), origin, out, 0);
-      }
-      return out;
-    } catch (const json::exception& e) {
-      json_error = e.what();
-    }
-    // Not plain JSON: it may still be YAML in flow style; report the JSON error if not.
-    YamlReader reader(text, origin);
-    if (!reader.read_all().ok()) return util::make_error(origin + ": " + json_error);
-  }
-  YamlReader reader(text, origin);
-  auto docs = reader.read_all();
-  if (!docs.ok()) return docs.error();
-  for (std::size_t i = 0; i < docs->size(); ++i) {
-    json& j = (*docs)[i];
-    if (j.is_null()) continue;
-    const std::string where = docs->size() > 1 ? origin + "#" + std::to_string(i + 1) : origin;
-    if (!j.is_object()) {
-      return util::make_error(where + ": a document must be a mapping (a Kubernetes object)");
-    }
-    flatten(std::move(j), where, out, 0);
-  }
+  TOLLGATE_TRY(ok, for_each_object(text, origin, [&](const ObjectText& o) -> util::Result<bool> {
+                 json j = json::parse(o.json, nullptr, false);
+                 if (j.is_discarded()) return util::make_error(o.origin + ": not valid JSON");
+                 out.push_back(Document{std::move(j), o.origin});
+                 return true;
+               }));
+  (void)ok;
   return out;
 }
 

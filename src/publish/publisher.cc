@@ -1,5 +1,7 @@
 #include "tollgate/publish/publisher.h"
 
+#include <algorithm>
+
 #include "tollgate/util/log.h"
 
 namespace tollgate::publish {
@@ -38,7 +40,7 @@ void Publisher::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Publisher::publish_now() {
+Clock::duration Publisher::publish_now() {
   const auto t0 = Clock::now();
   auto changes = index_.take_changes();
   auto result = builder_.build(index_, changes);
@@ -52,17 +54,18 @@ void Publisher::publish_now() {
   }
   published_.notify_all();
   for (const auto& l : listeners_) l(result);
+  return Clock::now() - t0;
 }
 
 void Publisher::run() {
   std::vector<index::Event> batch;
   bool pending = false;
   Clock::time_point first_change{}, last_event{};
+  Clock::duration delay = options_.busy_delay;  // after the first change, while busy
   for (;;) {
     const auto now = Clock::now();
-    const auto deadline =
-        pending ? std::min(first_change + options_.max_delay, last_event + options_.quiet)
-                : now + std::chrono::seconds(1);
+    const auto deadline = pending ? std::min(first_change + delay, last_event + options_.quiet)
+                                  : now + std::chrono::seconds(1);
     batch.clear();
     const bool open = queue_.pop_all(batch, deadline);
     if (!batch.empty()) {
@@ -78,10 +81,10 @@ void Publisher::run() {
       }
     }
     const auto t = Clock::now();
-    if (pending &&
-        (!open || t >= last_event + options_.quiet || t >= first_change + options_.max_delay)) {
-      publish_now();
+    if (pending && (!open || t >= last_event + options_.quiet || t >= first_change + delay)) {
+      const auto built = publish_now();
       pending = false;
+      delay = std::clamp<Clock::duration>(4 * built, options_.busy_delay, options_.max_delay);
     }
     if (!open) break;
   }

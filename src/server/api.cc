@@ -482,7 +482,22 @@ HttpResponse Api::policy(const publish::Snapshot& s, std::string_view ns,
 }
 
 HttpResponse Api::readyz(const publish::Snapshot& s) const {
-  if (!s.synced) return not_synced();
+  if (!s.synced) {
+    // Say why: each source's state (a manifest that cannot be read names itself there).
+    HttpResponse r = not_synced();
+    json sources = json::array();
+    std::string why;
+    for (const auto& h : s.health) {
+      sources.push_back({{"kind", h.kind}, {"healthy", h.healthy}, {"message", h.message}});
+      if (!h.healthy && why.find(h.message) == std::string::npos) {
+        why += (why.empty() ? "" : "; ") + h.message;
+      }
+    }
+    const std::string error =
+        json::parse(r.body)["error"].get<std::string>() + (why.empty() ? "" : " (" + why + ")");
+    r.body = dump(json{{"error", error}, {"sources", sources}});
+    return r;
+  }
   const auto now = std::chrono::system_clock::now();
   bool all_stale = !s.health.empty();
   for (const auto& h : s.health) {

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+
+#include "tollgate/util/file.h"
 
 namespace tollgate::source {
 namespace {
@@ -11,7 +11,8 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-constexpr std::uintmax_t kMaxFileBytes = 16u << 20;
+// A manifest without metadata.namespace means kubectl's default namespace.
+constexpr index::DecodeOptions kManifest{"default"};
 
 std::string str_at(const json& o, std::initializer_list<const char*> path) {
   const json* cur = &o;
@@ -35,112 +36,93 @@ const json* at(const json& o, std::initializer_list<const char*> path) {
   return cur;
 }
 
-void labels_of(const json* meta, policy::Workload& w, ClusterState& s, const std::string& origin) {
-  if (meta == nullptr) return;
-  const json* labels = at(*meta, {"labels"});
-  if (labels == nullptr || labels->is_null()) return;
-  if (!labels->is_object()) {
-    s.errors.push_back(origin + ": metadata.labels must be a map");
-    return;
+// A Service, for the protocol lint infers per port. Only manifests carry Services.
+policy::Service decode_service(const json& o) {
+  policy::Service svc;
+  svc.namespace_ = str_at(o, {"metadata", "namespace"});
+  if (svc.namespace_.empty()) svc.namespace_ = kManifest.default_namespace;
+  svc.name = str_at(o, {"metadata", "name"});
+  if (const json* sel = at(o, {"spec", "selector"}); sel != nullptr && sel->is_object()) {
+    for (const auto& [k, v] : sel->items()) {
+      if (v.is_string()) svc.selector[k] = v.get<std::string>();
+    }
   }
-  for (const auto& [k, v] : labels->items()) {
-    if (v.is_string()) w.labels[k] = v.get<std::string>();
+  if (const json* ports = at(o, {"spec", "ports"}); ports != nullptr && ports->is_array()) {
+    for (const auto& p : *ports) {
+      policy::ServicePort sp;
+      if (const json* n = at(p, {"port"}); n != nullptr && n->is_number_integer()) {
+        sp.port = n->get<int>();
+      }
+      if (const json* t = at(p, {"targetPort"}); t != nullptr) {
+        sp.target_port = t->is_string()           ? t->get<std::string>()
+                         : t->is_number_integer() ? std::to_string(t->get<int>())
+                                                  : "";
+      }
+      sp.name = str_at(p, {"name"});
+      sp.app_protocol = str_at(p, {"appProtocol"});
+      svc.ports.push_back(std::move(sp));
+    }
   }
+  return svc;
 }
 
-void add_pod_like(ClusterState& s, const json& o, const json* template_, const std::string& ns,
-                  const std::string& origin) {
-  policy::Workload w;
-  w.namespace_ = ns;
-  w.name = str_at(o, {"metadata", "name"});
-  if (template_ == nullptr) {
-    s.errors.push_back(origin + ": " + w.name + " has no pod template");
-    return;
-  }
-  labels_of(at(*template_, {"metadata"}), w, s, origin);
-  const json* spec = at(*template_, {"spec"});
-  if (spec != nullptr && spec->is_object()) {
-    std::string sa = str_at(*spec, {"serviceAccountName"});
-    if (sa.empty()) sa = str_at(*spec, {"serviceAccount"});
-    if (!sa.empty()) w.service_account = sa;
-    if (auto cs = spec->find("containers"); cs != spec->end() && cs->is_array()) {
-      for (const auto& c : *cs) {
-        const json* ports = at(c, {"ports"});
-        if (ports == nullptr || !ports->is_array()) continue;
-        for (const auto& p : *ports) {
-          const json* num = at(p, {"containerPort"});
-          if (num == nullptr || !num->is_number_integer()) continue;
-          w.ports.push_back({num->get<int>(), str_at(p, {"name"})});
-        }
-      }
+// One object, decoded by its kind's rule.
+util::Result<bool> add(FileObjects& f, const policy::ObjectText& o) {
+  auto fail = [&](const std::string& why) { return util::make_error(o.origin + ": " + why); };
+  if (o.kind == "AuthorizationPolicy") {
+    auto p = index::decode_policy(o.json, kManifest);
+    if (!p.ok()) return fail(p.error().message);
+    f.namespaces.push_back(p->policy->namespace_);
+    f.policies.push_back(std::move(*p));
+    f.policy_origins.push_back(o.origin);
+  } else if (o.kind == "Pod" || index::is_pod_controller(o.kind)) {
+    auto p = o.kind == "Pod" ? index::decode_pod(o.json, kManifest)
+                             : index::decode_pod_template(o.json, o.kind, kManifest);
+    if (!p.ok()) return fail(p.error().message);
+    f.namespaces.push_back(p->namespace_);
+    f.pods.push_back(std::move(*p));
+  } else if (o.kind == "ServiceAccount" || o.kind == "Namespace") {
+    const bool sa = o.kind == "ServiceAccount";
+    auto n = index::decode_named(o.json, sa, kManifest);
+    if (!n.ok()) return fail(n.error().message);
+    if (sa) {
+      f.namespaces.push_back(n->namespace_);
+      f.service_accounts.push_back(std::move(*n));
+    } else {
+      f.namespaces.push_back(std::move(n->name));
     }
-    auto hn = spec->find("hostNetwork");
-    if (hn != spec->end() && hn->is_boolean() && hn->get<bool>()) return;  // not a workload
+  } else if (o.kind == "Service") {
+    const json j = json::parse(o.json, nullptr, false);
+    if (j.is_discarded()) return fail("not valid JSON");
+    f.services.push_back(decode_service(j));
+    f.namespaces.push_back(f.services.back().namespace_);
+  } else {
+    ++f.ignored;
   }
-  s.workloads.push_back(std::move(w));
+  return true;
 }
 
 }  // namespace
 
-void add_object(ClusterState& s, const json& o, const std::string& origin) {
-  if (!o.is_object()) {
-    s.errors.push_back(origin + ": not an object");
-    return;
+util::Result<FileObjects> read_text(std::string_view text, const std::string& origin) {
+  FileObjects f;
+  TOLLGATE_TRY(ok, policy::for_each_object(text, origin,
+                                           [&](const policy::ObjectText& o) { return add(f, o); }));
+  (void)ok;
+  std::sort(f.namespaces.begin(), f.namespaces.end());
+  f.namespaces.erase(std::unique(f.namespaces.begin(), f.namespaces.end()), f.namespaces.end());
+  return f;
+}
+
+util::Result<FileObjects> read_file(const std::string& path, const ReadOptions& options) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (!ec && size > options.max_file_bytes) {
+    return util::make_error(path + ": " + std::to_string(size) + " bytes, more than the limit of " +
+                            std::to_string(options.max_file_bytes) + " (--max-manifest-bytes)");
   }
-  const std::string kind = str_at(o, {"kind"});
-  std::string ns = str_at(o, {"metadata", "namespace"});
-  if (ns.empty()) ns = "default";
-  const std::string name = str_at(o, {"metadata", "name"});
-  if (policy::is_authorization_policy(o)) {
-    s.policies.push_back(policy::parse_policy(o));
-    s.policy_origins.push_back(origin);
-    s.policy_fingerprints.push_back(policy::policy_fingerprint(o));
-    s.namespaces.insert(s.policies.back().namespace_);
-  } else if (kind == "Pod") {
-    add_pod_like(s, o, &o, ns, origin);
-    s.namespaces.insert(ns);
-  } else if (kind == "Deployment" || kind == "StatefulSet" || kind == "DaemonSet" ||
-             kind == "ReplicaSet" || kind == "Job") {
-    add_pod_like(s, o, at(o, {"spec", "template"}), ns, origin);
-    s.namespaces.insert(ns);
-  } else if (kind == "CronJob") {
-    add_pod_like(s, o, at(o, {"spec", "jobTemplate", "spec", "template"}), ns, origin);
-    s.namespaces.insert(ns);
-  } else if (kind == "Service") {
-    policy::Service svc;
-    svc.namespace_ = ns;
-    svc.name = name;
-    if (const json* sel = at(o, {"spec", "selector"}); sel != nullptr && sel->is_object()) {
-      for (const auto& [k, v] : sel->items()) {
-        if (v.is_string()) svc.selector[k] = v.get<std::string>();
-      }
-    }
-    if (const json* ports = at(o, {"spec", "ports"}); ports != nullptr && ports->is_array()) {
-      for (const auto& p : *ports) {
-        policy::ServicePort sp;
-        if (const json* n = at(p, {"port"}); n != nullptr && n->is_number_integer()) {
-          sp.port = n->get<int>();
-        }
-        if (const json* t = at(p, {"targetPort"}); t != nullptr) {
-          sp.target_port = t->is_string()           ? t->get<std::string>()
-                           : t->is_number_integer() ? std::to_string(t->get<int>())
-                                                    : "";
-        }
-        sp.name = str_at(p, {"name"});
-        sp.app_protocol = str_at(p, {"appProtocol"});
-        svc.ports.push_back(std::move(sp));
-      }
-    }
-    s.services.push_back(std::move(svc));
-    s.namespaces.insert(ns);
-  } else if (kind == "ServiceAccount") {
-    s.service_accounts.insert(ns + "/" + name);
-    s.namespaces.insert(ns);
-  } else if (kind == "Namespace") {
-    s.namespaces.insert(name);
-  } else {
-    ++s.ignored;
-  }
+  TOLLGATE_TRY(text, util::read_file(path, options.max_file_bytes));
+  return read_text(text, path);
 }
 
 std::vector<std::string> list_files(const std::vector<std::string>& paths,
@@ -177,26 +159,38 @@ std::vector<std::string> list_files(const std::vector<std::string>& paths,
   return files;
 }
 
-util::Result<std::vector<policy::Document>> read_file(const std::string& f) {
-  std::error_code ec;
-  const auto size = fs::file_size(f, ec);
-  if (ec) return util::make_error(f + ": " + ec.message());
-  if (size > kMaxFileBytes) return util::make_error(f + ": larger than 16 MiB, not read");
-  std::ifstream in(f, std::ios::binary);
-  if (!in) return util::make_error(f + ": cannot be read");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  return policy::parse_documents(buf.str(), f);
+void add_objects(ClusterState& s, FileObjects f) {
+  for (std::size_t i = 0; i < f.policies.size(); ++i) {
+    s.policies.push_back(*f.policies[i].policy);
+    s.policy_origins.push_back(std::move(f.policy_origins[i]));
+    s.policy_fingerprints.push_back(std::move(f.policies[i].fingerprint));
+  }
+  for (auto& pod : f.pods) {
+    if (!pod.is_workload()) continue;
+    policy::Workload w;
+    w.namespace_ = std::move(pod.namespace_);
+    w.name = std::move(pod.name);
+    w.labels.insert(pod.labels.begin(), pod.labels.end());
+    w.service_account = std::move(pod.service_account);
+    w.ports = std::move(pod.ports);
+    s.workloads.push_back(std::move(w));
+  }
+  for (auto& svc : f.services) s.services.push_back(std::move(svc));
+  for (const auto& sa : f.service_accounts)
+    s.service_accounts.insert(sa.namespace_ + "/" + sa.name);
+  s.namespaces.insert(f.namespaces.begin(), f.namespaces.end());
+  s.ignored += f.ignored;
 }
 
-void load_paths(ClusterState& s, const std::vector<std::string>& paths) {
+void load_paths(ClusterState& s, const std::vector<std::string>& paths,
+                const ReadOptions& options) {
   for (const auto& f : list_files(paths, s.errors)) {
-    auto docs = read_file(f);
-    if (!docs.ok()) {
-      s.errors.push_back(docs.error().message);
+    auto objects = read_file(f, options);
+    if (!objects.ok()) {
+      s.errors.push_back(objects.error().message);
       continue;
     }
-    for (const auto& d : *docs) add_object(s, d.object, d.origin);
+    add_objects(s, std::move(*objects));
   }
 }
 

@@ -1,4 +1,4 @@
-// libFuzzer target: arbitrary bytes as a manifest file -> documents -> policies -> tables ->
+// libFuzzer target: arbitrary bytes as a manifest file -> objects -> policies -> tables ->
 // wire round trip -> decisions, and the same bytes as a table from the wire. Nothing may
 // crash, throw, leak or trip a sanitizer; a table must survive its own wire format unchanged
 // and decide the same afterwards, on requests that carry every attribute a predicate reads.
@@ -20,10 +20,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // Untrusted table input: any JSON must be read or refused, never thrown on.
   const auto as_json = nlohmann::json::parse(text, nullptr, false);
   if (!as_json.is_discarded()) (void)compile::table_from_json(as_json);
-  auto docs = policy::parse_documents(text, "fuzz");
-  if (!docs.ok()) return 0;
+  auto objects = source::read_text(text, "fuzz");
+  if (!objects.ok()) return 0;
   source::ClusterState state;
-  for (const auto& d : *docs) source::add_object(state, d.object, d.origin);
+  source::add_objects(state, std::move(*objects));
   policy::Workload w;
   w.namespace_ = "default";
   w.labels = {{"app", "backend"}};

@@ -723,6 +723,74 @@ TEST_CASE("sendInitialEvents streams the current state then an initial-events-en
   CHECK((*bookmark)["object"]["metadata"]["resourceVersion"] == f.server.resource_version());
 }
 
+TEST_CASE("The streaming list goes on as a watch after its bookmark") {
+  Fixture f;
+  f.server.upsert(kPods, pod("ns", "a"));
+  Client watcher(f.server.port());
+  REQUIRE(watcher.start_watch(std::string(kPods) +
+                              "?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan" +
+                              "&allowWatchBookmarks=true&resourceVersion=1") == 200);
+  REQUIRE(watcher.next_event());  // ADDED a (the state, not the history after rv 1)
+  REQUIRE((*watcher.next_event())["type"] == "BOOKMARK");
+  f.server.upsert(kPods, pod("ns", "b"));
+  const auto e = watcher.next_event();
+  REQUIRE(e);
+  CHECK((*e)["type"] == "ADDED");
+  CHECK((*e)["object"]["metadata"]["name"] == "b");
+}
+
+TEST_CASE("sendInitialEvents and resourceVersionMatch are validated as kube-apiserver does") {
+  Fixture f;
+  Client c(f.server.port());
+  const std::string w = std::string(kPods) + "?watch=1";
+  SECTION("sendInitialEvents without resourceVersionMatch=NotOlderThan") {
+    const auto r = c.get(w + "&sendInitialEvents=true");
+    check_status(r, 422, "Invalid");
+    CHECK_THAT(r.parsed()["message"].get<std::string>(),
+               Catch::Contains("sendInitialEvents requires setting resourceVersionMatch"));
+  }
+  SECTION("resourceVersionMatch on a watch without sendInitialEvents") {
+    check_status(c.get(w + "&resourceVersionMatch=NotOlderThan"), 422, "Invalid");
+  }
+  SECTION("sendInitialEvents on a list") {
+    const auto r = c.get(std::string(kPods) + "?sendInitialEvents=true");
+    check_status(r, 422, "Invalid");
+    CHECK_THAT(r.parsed()["message"].get<std::string>(), Catch::Contains("forbidden for list"));
+  }
+  SECTION("the feature switched off") {
+    f.server.set_watch_list(FakeApiServer::WatchList::kRefuse);
+    const auto r = c.get(w + "&sendInitialEvents=true&resourceVersionMatch=NotOlderThan");
+    check_status(r, 422, "Invalid");
+    CHECK_THAT(r.parsed()["message"].get<std::string>(),
+               Catch::Contains("unless the WatchList feature gate is enabled"));
+  }
+  SECTION("label and field selectors are refused, not ignored") {
+    check_status(c.get(std::string(kPods) + "?labelSelector=app%3Dx"), 400, "BadRequest");
+    check_status(c.get(w + "&fieldSelector=status.phase%3DRunning"), 400, "BadRequest");
+  }
+}
+
+TEST_CASE("A server that ignores sendInitialEvents serves a plain watch without the bookmark") {
+  Fixture f;
+  f.server.set_watch_list(FakeApiServer::WatchList::kIgnore);
+  f.server.upsert(kPods, pod("ns", "a"));
+  Client watcher(f.server.port());
+  REQUIRE(watcher.start_watch(std::string(kPods) +
+                              "?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan" +
+                              "&allowWatchBookmarks=true") == 200);
+  const auto added = watcher.next_event();  // synthetic ADDED, as for any watch without rv
+  REQUIRE(added);
+  CHECK((*added)["type"] == "ADDED");
+  // The stream is ordered: a bookmark asked for now comes after anything sent before it, and
+  // it is the first, without the initial-events-end annotation.
+  REQUIRE(f.server.wait_for_watches(kPods, 1, 5));
+  f.server.bookmark(kPods);
+  const auto next = watcher.next_event();
+  REQUIRE(next);
+  CHECK((*next)["type"] == "BOOKMARK");
+  CHECK_FALSE((*next)["object"]["metadata"].contains("annotations"));
+}
+
 TEST_CASE("The destructor returns promptly with stalled and open watches") {
   const auto start = Clock::now();
   {

@@ -75,6 +75,58 @@ bool await_request(const FakeApiServer& api, const std::string& path, std::size_
   return false;
 }
 
+// The requests made to exactly `path` (not its namespaced or other paths), in order.
+std::vector<FakeApiServer::Request> requests_for(const FakeApiServer& api,
+                                                 const std::string& path) {
+  std::vector<FakeApiServer::Request> out;
+  for (const auto& r : api.requests()) {
+    if (r.target.substr(0, r.target.find('?')) == path) out.push_back(r);
+  }
+  return out;
+}
+
+// A request's query parameters, percent-decoded.
+std::map<std::string, std::string> query_of(const std::string& target) {
+  std::map<std::string, std::string> out;
+  const auto q = target.find('?');
+  if (q == std::string::npos) return out;
+  std::string_view rest = std::string_view(target).substr(q + 1);
+  auto decode = [](std::string_view v) {
+    std::string d;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (v[i] == '%' && i + 2 < v.size()) {
+        d += static_cast<char>(std::stoi(std::string(v.substr(i + 1, 2)), nullptr, 16));
+        i += 2;
+      } else {
+        d += v[i];
+      }
+    }
+    return d;
+  };
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    const std::string_view part = rest.substr(0, amp);
+    const auto eq = part.find('=');
+    out[decode(part.substr(0, eq))] =
+        eq == std::string_view::npos ? "" : decode(part.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    rest.remove_prefix(amp + 1);
+  }
+  return out;
+}
+
+// Waits until every source has reported itself failing: health changes are published.
+bool all_failing(const publish::Publisher& pub) {
+  return pub.wait_for(
+             [](const publish::Snapshot& s) {
+               return !s.health.empty() &&
+                      std::all_of(s.health.begin(), s.health.end(), [](const auto& h) {
+                        return !h.healthy && h.message.rfind("failing", 0) == 0;
+                      });
+             },
+             15s) != nullptr;
+}
+
 struct Cluster {
   FakeApiServer api;
   std::string policies_path;
@@ -101,7 +153,8 @@ struct Cluster {
     api.upsert(policies_path, mk_policy("istio-system", "allow-all-80", "", "ALLOW", 80));
   }
 
-  util::Result<bool> start(k8s::ClusterConfig config = {}, int watch_timeout_seconds = 5) {
+  util::Result<bool> start(k8s::ClusterConfig config = {}, int watch_timeout_seconds = 5,
+                           std::chrono::milliseconds initial_events_idle = 10s) {
     pub.start();
     config.server = api.url();
     auto parsed = k8s::parse_server(config);
@@ -110,6 +163,7 @@ struct Cluster {
     o.page_size = 2;  // several pages per list
     o.min_watch_timeout_seconds = watch_timeout_seconds;
     o.idle_slack = 1500ms;  // stalled streams are noticed quickly
+    o.initial_events_idle = initial_events_idle;
     o.backoff = util::Backoff(20ms, 200ms);
     source = std::make_unique<app::ClusterSource>(
         *parsed, [this](index::Event e) { return pub.submit(std::move(e)); }, o);
@@ -184,6 +238,108 @@ TEST_CASE("Watch events are published as they arrive, long before the watch time
   }
   CHECK(c.source->stats()[1].relists == 0);
   CHECK(c.source->stats()[1].events >= 3);
+}
+
+// The protocol, request by request, as kube-rs's watcher tests assert it.
+TEST_CASE("The first state comes from a streaming list, whose stream goes on as the watch") {
+  Cluster c;
+  REQUIRE(c.start().ok());
+  REQUIRE(c.converged());
+  auto reqs = requests_for(c.api, kPods);
+  REQUIRE(reqs.size() == 1);  // no list, and no second request: the stream goes on
+  auto q = query_of(reqs[0].target);
+  CHECK(q["watch"] == "1");
+  CHECK(q["sendInitialEvents"] == "true");
+  CHECK(q["resourceVersionMatch"] == "NotOlderThan");
+  CHECK(q["allowWatchBookmarks"] == "true");
+  CHECK_FALSE(q.contains("resourceVersion"));  // the newest state: a consistent read
+  CHECK_FALSE(q.contains("limit"));
+  CHECK(std::stoi(q["timeoutSeconds"]) >= 5);
+  CHECK(std::stoi(q["timeoutSeconds"]) < 10);
+  auto st = c.source->stats()[1];
+  CHECK(st.streaming_lists == 1);
+  CHECK(st.lists == 1);
+  CHECK(st.state == k8s::WatcherState::kWatching);
+
+  c.api.upsert(kPods, mk_pod("shop", "cart-2", "cart"));
+  REQUIRE(c.converged());
+  CHECK(requests_for(c.api, kPods).size() == 1);  // the change came on the same stream
+  // The stream ends: the watch resumes from the last version seen, without initial events.
+  const std::string rv = c.api.resource_version();
+  c.api.close_watches(kPods);
+  REQUIRE(await_request(c.api, kPods, 1));
+  reqs = requests_for(c.api, kPods);
+  q = query_of(reqs[1].target);
+  CHECK(q["watch"] == "1");
+  CHECK(q["resourceVersion"] == rv);
+  CHECK(q["allowWatchBookmarks"] == "true");
+  CHECK_FALSE(q.contains("sendInitialEvents"));
+  CHECK_FALSE(q.contains("resourceVersionMatch"));
+}
+
+TEST_CASE("A server that refuses streaming lists is listed in pages, then watched from the list") {
+  Cluster c;
+  c.api.set_watch_list(FakeApiServer::WatchList::kRefuse);
+  const std::string rv = c.api.resource_version();
+  REQUIRE(c.start().ok());
+  REQUIRE(c.converged());
+  const auto reqs = requests_for(c.api, kPods);
+  REQUIRE(reqs.size() == 4);  // refused; 4 pods in pages of 2; the watch
+  CHECK(reqs[0].status == 422);
+  CHECK(query_of(reqs[0].target)["sendInitialEvents"] == "true");
+  auto page1 = query_of(reqs[1].target);
+  CHECK(page1["limit"] == "2");
+  CHECK_FALSE(page1.contains("continue"));
+  CHECK_FALSE(page1.contains("watch"));
+  auto page2 = query_of(reqs[2].target);
+  CHECK(page2["limit"] == "2");
+  CHECK_FALSE(page2["continue"].empty());
+  auto w = query_of(reqs[3].target);
+  CHECK(w["watch"] == "1");
+  CHECK(w["resourceVersion"] == rv);
+  CHECK(w["allowWatchBookmarks"] == "true");
+  CHECK_FALSE(w.contains("sendInitialEvents"));
+  const auto st = c.source->stats()[1];
+  CHECK_FALSE(st.streaming);
+  CHECK(st.streaming_lists == 0);
+  CHECK(st.lists == 1);
+  // Later relists are paginated too: the server said once that it does not stream.
+  c.api.inject(kPods, Fault::kErrorEvent410);
+  c.api.close_watches(kPods);
+  REQUIRE(await_request(c.api, kPods, 5));
+  CHECK(query_of(requests_for(c.api, kPods)[5].target)["limit"] == "2");
+}
+
+TEST_CASE("A server that ignores sendInitialEvents is listed in pages once its stream goes quiet") {
+  Cluster c;
+  c.api.set_watch_list(FakeApiServer::WatchList::kIgnore);
+  REQUIRE(c.start({}, 5, 300ms).ok());
+  REQUIRE(c.converged());
+  const auto reqs = requests_for(c.api, kPods);
+  REQUIRE(reqs.size() >= 2);
+  CHECK(query_of(reqs[0].target)["sendInitialEvents"] == "true");
+  CHECK(reqs[0].status == 200);  // a plain watch: ADDED events, and no bookmark to end them
+  CHECK(query_of(reqs[1].target)["limit"] == "2");
+  const auto st = c.source->stats()[1];
+  CHECK_FALSE(st.streaming);
+  CHECK(st.lists == 1);
+}
+
+TEST_CASE("After a 410 the streaming list asks for the newest state, without a resourceVersion") {
+  Cluster c;
+  REQUIRE(c.start().ok());
+  REQUIRE(c.converged());
+  c.api.inject(kPods, Fault::kErrorEvent410);
+  c.api.close_watches(kPods);
+  REQUIRE(await_request(c.api, kPods, 2));
+  const auto reqs = requests_for(c.api, kPods);
+  CHECK(query_of(reqs[1].target).contains("resourceVersion"));  // the watch that met the 410
+  auto q = query_of(reqs[2].target);
+  CHECK(q["sendInitialEvents"] == "true");
+  CHECK_FALSE(q.contains("resourceVersion"));
+  c.api.upsert(kPods, mk_pod("shop", "after-410", "cart"));
+  REQUIRE(c.converged());
+  CHECK(c.source->stats()[1].relists >= 1);
 }
 
 TEST_CASE("AuthorizationPolicy falls back to v1beta1 when the server does not serve v1") {
@@ -297,7 +453,7 @@ TEST_CASE("An untrusted server certificate is refused and nothing is published a
   k8s::ClusterConfig config;
   config.ca_pem = testing::generate_self_signed_certificate("someone else").certificate_pem;
   REQUIRE(c.start(config).ok());
-  std::this_thread::sleep_for(500ms);
+  REQUIRE(all_failing(c.pub));
   CHECK_FALSE(c.pub.current()->synced);
   CHECK(c.api.requests().empty());  // the handshake failed before any request
 }
@@ -360,7 +516,7 @@ TEST_CASE("A server certificate for another name is refused (hostname verificati
   config.ca_pem = c.api.ca_pem();
   config.tls_server_name = "kubernetes.example.com";  // the certificate is for 127.0.0.1
   REQUIRE(c.start(config).ok());
-  std::this_thread::sleep_for(500ms);
+  REQUIRE(all_failing(c.pub));
   CHECK_FALSE(c.pub.current()->synced);
   CHECK(c.api.requests().empty());
 }
@@ -381,7 +537,7 @@ TEST_CASE("A client certificate from the kubeconfig authenticates to the server"
   }
   SECTION("without it the server refuses the connection") {
     REQUIRE(c.start(config).ok());
-    std::this_thread::sleep_for(500ms);
+    REQUIRE(all_failing(c.pub));
     CHECK_FALSE(c.pub.current()->synced);
   }
 }

@@ -46,6 +46,7 @@ using tcp = boost::asio::ip::tcp;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using Fault = FakeApiServer::Fault;
+using WatchList = FakeApiServer::WatchList;
 // Objects are keyed and sorted by (namespace, name), as the real server sorts by etcd key.
 using Key = std::pair<std::string, std::string>;
 
@@ -243,16 +244,23 @@ bool applies(Fault fault, bool watch) {
   return false;
 }
 
+// Objects are stored as JSON text without kind and apiVersion (as a core list item is),
+// serialized once when they change: serving a list or a watch only copies bytes, as the real
+// server's watch cache does.
+using Text = std::shared_ptr<const std::string>;
+
 struct Event {
   std::uint64_t rv;
-  std::string type;  // ADDED, MODIFIED, DELETED
-  json object;
+  const char* type;  // ADDED, MODIFIED, DELETED
+  Key key;
+  Text text;
 };
 
 struct Collection {
   std::string list_kind, kind, api_version;
+  std::string kind_prefix;  // {"kind":"...","apiVersion":"..."
   bool items_carry_kind = false;
-  std::map<Key, json> items;
+  std::map<Key, Text> items;
   std::vector<Event> history;  // every mutation, rv ascending; compaction is a watermark
   std::deque<Fault> faults;
   std::size_t open_watches = 0;
@@ -345,6 +353,8 @@ class FakeApiServer::Impl {
                  ? list_kind.substr(0, list_kind.size() - 4)
                  : list_kind;
     c.api_version = api_version;
+    c.kind_prefix =
+        "{\"kind\":" + json(c.kind).dump() + ",\"apiVersion\":" + json(api_version).dump();
     c.items_carry_kind = items_carry_kind;
   }
 
@@ -361,11 +371,14 @@ class FakeApiServer::Impl {
       const bool added = it == c.items.end();
       if (!meta.contains("uid")) {
         meta["uid"] = added ? "fake-uid-" + c.kind + "-" + std::to_string(c.next_uid++)
-                            : it->second["metadata"].value("uid", "");
+                            : json::parse(*it->second)["metadata"].value("uid", "");
       }
       meta["resourceVersion"] = std::to_string(++rv_);
-      c.items[key] = object;
-      c.history.push_back(Event{rv_, added ? "ADDED" : "MODIFIED", std::move(object)});
+      object.erase("kind");
+      object.erase("apiVersion");
+      auto text = std::make_shared<const std::string>(object.dump());
+      c.items[key] = text;
+      c.history.push_back(Event{rv_, added ? "ADDED" : "MODIFIED", key, std::move(text)});
     }
     cv_.notify_all();
   }
@@ -376,10 +389,11 @@ class FakeApiServer::Impl {
       Collection& c = collection(path);
       auto it = c.items.find(Key{ns, name});
       if (it == c.items.end()) return;
-      json object = std::move(it->second);
+      json object = json::parse(*it->second);
       c.items.erase(it);
       object["metadata"]["resourceVersion"] = std::to_string(++rv_);
-      c.history.push_back(Event{rv_, "DELETED", std::move(object)});
+      c.history.push_back(
+          Event{rv_, "DELETED", Key{ns, name}, std::make_shared<const std::string>(object.dump())});
     }
     cv_.notify_all();
   }
@@ -388,7 +402,11 @@ class FakeApiServer::Impl {
     std::lock_guard lock(mu_);
     const Collection& c = collection(path);
     json out = json::array();
-    for (const auto& [key, object] : c.items) out.push_back(object);
+    for (const auto& [key, text] : c.items) {
+      std::string rendered;
+      append_object(rendered, c, *text, true);
+      out.push_back(json::parse(rendered));
+    }
     return out;
   }
 
@@ -454,6 +472,11 @@ class FakeApiServer::Impl {
     max_page_ = n;
   }
 
+  void set_watch_list(WatchList mode) {
+    std::lock_guard lock(mu_);
+    watch_list_ = mode;
+  }
+
  private:
   // Requires mu_. Collections are never removed, so references stay valid.
   Collection& collection(const std::string& path) {
@@ -497,6 +520,8 @@ class FakeApiServer::Impl {
         if (ec == net::error::invalid_argument || ec == net::error::bad_descriptor) return;
         continue;
       }
+      // As kube-apiserver (Go's net package) does: no Nagle delay on small watch writes.
+      socket.set_option(tcp::no_delay(true), ec);
       auto conn = std::make_shared<Connection>(std::move(socket));
       std::lock_guard lock(conns_mu_);
       // Reap finished connections; their fds close here, never while someone may shut them down.
@@ -543,11 +568,17 @@ class FakeApiServer::Impl {
   template <class Stream>
   void write_json(Stream& stream, const http::request<http::string_body>& req, std::size_t index,
                   int status, const json& body) {
+    write_body(stream, req, index, status, body.dump());
+  }
+
+  template <class Stream>
+  void write_body(Stream& stream, const http::request<http::string_body>& req, std::size_t index,
+                  int status, std::string body) {
     http::response<http::string_body> res{static_cast<http::status>(status), req.version()};
     res.set(http::field::content_type, "application/json");
     if (status == 429) res.set(http::field::retry_after, "1");
     res.keep_alive(req.keep_alive());
-    res.body() = body.dump();
+    res.body() = std::move(body);
     res.prepare_payload();
     set_status(index, status);
     http::write(stream, res);
@@ -569,6 +600,7 @@ class FakeApiServer::Impl {
       auto it = query.find(name);
       return it == query.end() ? std::string() : it->second;
     };
+    const auto has = [&](const char* name) { return query.find(name) != query.end(); };
     const std::string watch_param = param("watch");
     const bool watch = watch_param == "1" || watch_param == "true";
     const After after = req.keep_alive() ? After::kKeepAlive : After::kClose;
@@ -614,6 +646,23 @@ class FakeApiServer::Impl {
                  status_body(404, "NotFound", "the server could not find the requested resource"));
       return after;
     }
+    if (!param("labelSelector").empty() || !param("fieldSelector").empty()) {
+      write_json(stream, req, index, 400,
+                 status_body(400, "BadRequest",
+                             "the fake apiserver does not implement label or field selectors"));
+      return after;
+    }
+    const WatchList mode = watch_list_mode();
+    if (auto errors =
+            option_errors(watch, has("sendInitialEvents"), param("resourceVersionMatch"), mode);
+        !errors.empty()) {
+      std::string message = "ListOptions.meta.k8s.io \"\" is invalid: ";
+      if (errors.size() > 1) message += "[";
+      for (std::size_t i = 0; i < errors.size(); ++i) message += (i ? ", " : "") + errors[i];
+      if (errors.size() > 1) message += "]";
+      write_json(stream, req, index, 422, status_body(422, "Invalid", message));
+      return after;
+    }
     if (fault) {
       switch (*fault) {
         case Fault::kHttp401:
@@ -644,131 +693,202 @@ class FakeApiServer::Impl {
           break;  // watch faults, handled by the watch
       }
     }
-    if (watch) return serve_watch(stream, conn, req, index, r, param, fault);
+    if (watch) {
+      // An old server (kIgnore) serves a plain watch whatever sendInitialEvents says.
+      const bool initial_events = mode == WatchList::kServe && param("sendInitialEvents") == "true";
+      return serve_watch(stream, conn, req, index, r, param, fault, initial_events);
+    }
     return serve_list(stream, req, index, r, param);
   }
 
-  // Requires mu_. The object as a list item or a watch event object.
-  json render(const Collection& c, const json& object, bool with_kind) const {
-    json out = object;
-    if (with_kind) {
-      out["kind"] = c.kind;
-      out["apiVersion"] = c.api_version;
-    } else {
-      out.erase("kind");
-      out.erase("apiVersion");
+  WatchList watch_list_mode() const {
+    std::lock_guard lock(mu_);
+    return watch_list_;
+  }
+
+  // The field errors kube-apiserver's ValidateListOptions finds in sendInitialEvents and
+  // resourceVersionMatch; none from a server that knows neither (kIgnore).
+  static std::vector<std::string> option_errors(bool watch, bool send_initial_events,
+                                                const std::string& match, WatchList mode) {
+    std::vector<std::string> errors;
+    if (mode == WatchList::kIgnore) return errors;
+    if (!watch) {
+      if (send_initial_events) {
+        errors.emplace_back(
+            "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list");
+      }
+      return errors;
     }
-    return out;
+    if (send_initial_events) {
+      if (match != "NotOlderThan") {
+        errors.emplace_back(
+            "resourceVersionMatch: Forbidden: sendInitialEvents requires setting "
+            "resourceVersionMatch to NotOlderThan");
+      }
+      if (mode == WatchList::kRefuse) {
+        errors.emplace_back(
+            "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the "
+            "WatchList feature gate is enabled");
+      }
+    }
+    if (!match.empty()) {
+      if (!send_initial_events) {
+        errors.emplace_back(
+            "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless "
+            "sendInitialEvents is provided");
+      }
+      if (match != "NotOlderThan") {
+        errors.emplace_back("resourceVersionMatch: Unsupported value: \"" + match +
+                            "\": supported values: \"NotOlderThan\"");
+      }
+    }
+    return errors;
+  }
+
+  // The object as a list item or a watch event object, appended to `out`.
+  static void append_object(std::string& out, const Collection& c, const std::string& text,
+                            bool with_kind) {
+    if (!with_kind) {
+      out += text;
+      return;
+    }
+    out += c.kind_prefix;
+    if (text.size() > 2) {
+      out += ',';
+      out.append(text, 1);
+    } else {
+      out += '}';
+    }
   }
 
   // Requires mu_. The collection's items as of resourceVersion rv (pointers into history).
-  static std::map<Key, const json*> snapshot(const Collection& c, std::uint64_t rv) {
-    std::map<Key, const json*> items;
+  static std::map<Key, const std::string*> snapshot(const Collection& c, std::uint64_t rv) {
+    std::map<Key, const std::string*> items;
     for (const Event& e : c.history) {
       if (e.rv > rv) break;
-      if (e.type == "DELETED") {
-        items.erase(key_of(e.object));
+      if (std::string_view(e.type) == "DELETED") {
+        items.erase(e.key);
       } else {
-        items[key_of(e.object)] = &e.object;
+        items[e.key] = e.text.get();
       }
     }
     return items;
   }
 
+  // Requires mu_. Where a list continues (from a continue token), or the error that answers it.
+  struct ListStart {
+    std::uint64_t rv = 0;
+    std::optional<Key> after;
+    int status = 200;
+    json error;
+  };
+  ListStart list_start(const std::string& cont) const {
+    ListStart out;
+    out.rv = rv_;
+    if (cont.empty()) return out;
+    json token;
+    const auto decoded = base64url_decode(cont);
+    if (decoded) token = json::parse(*decoded, nullptr, false);
+    if (!decoded || !token.is_object() || !token.contains("rv") ||
+        !token["rv"].is_number_unsigned() || !token.contains("start") ||
+        !token["start"].is_array() || token["start"].size() != 2 ||
+        !token["start"][0].is_string() || !token["start"][1].is_string()) {
+      out.status = 400;
+      out.error = status_body(400, "BadRequest", "continue key is not valid");
+    } else if (token["rv"].get<std::uint64_t>() < compacted_rv_) {
+      out.status = 410;
+      out.error = status_body(410, "Expired",
+                              "The provided continue parameter is too old to display a consistent "
+                              "list result. You can start a new list without the continue "
+                              "parameter.");
+    } else {
+      out.rv = token["rv"].get<std::uint64_t>();
+      out.after = Key{token["start"][0].get<std::string>(), token["start"][1].get<std::string>()};
+    }
+    return out;
+  }
+
+  // Requires mu_. One page of the list as of start.rv, at most `cap` items (0: all).
+  std::string list_page(const Collection& c, const Route& r, const ListStart& start,
+                        std::uint64_t cap) const {
+    // Later pages are served as of the first page's resourceVersion; while nothing changed
+    // since, that is the current state (no need to replay history).
+    std::map<Key, const std::string*> replayed;
+    const bool current = c.history.empty() || c.history.back().rv <= start.rv;
+    if (!current) replayed = snapshot(c, start.rv);
+    std::string items;
+    std::size_t taken = 0, remaining = 0;
+    std::optional<Key> last;
+    auto take = [&](const Key& key, const std::string& text) {
+      if (r.ns && key.first != *r.ns) return;
+      if (cap > 0 && taken >= cap) {
+        ++remaining;
+        return;
+      }
+      if (taken++ > 0) items += ',';
+      append_object(items, c, text, c.items_carry_kind);
+      last = key;
+    };
+    if (current) {
+      auto it = start.after ? c.items.upper_bound(*start.after) : c.items.begin();
+      for (; it != c.items.end(); ++it) take(it->first, *it->second);
+    } else {
+      auto it = start.after ? replayed.upper_bound(*start.after) : replayed.begin();
+      for (; it != replayed.end(); ++it) take(it->first, *it->second);
+    }
+    json meta = {{"resourceVersion", std::to_string(start.rv)}};
+    if (remaining > 0) {
+      json token = {{"v", "meta.k8s.io/v1"},
+                    {"rv", start.rv},
+                    {"start", json::array({last->first, last->second})}};
+      meta["continue"] = base64url_encode(token.dump());
+      meta["remainingItemCount"] = remaining;
+    }
+    return "{\"kind\":" + json(c.list_kind).dump() +
+           ",\"apiVersion\":" + json(c.api_version).dump() + ",\"metadata\":" + meta.dump() +
+           ",\"items\":[" + items + "]}";
+  }
+
   template <class Stream, class Param>
   After serve_list(Stream& stream, const http::request<http::string_body>& req, std::size_t index,
                    const Route& r, const Param& param) {
-    const std::string limit_s = param("limit");
-    const std::string cont = param("continue");
+    const After after = req.keep_alive() ? After::kKeepAlive : After::kClose;
     std::uint64_t limit = 0;
-    if (!limit_s.empty()) {
+    if (const std::string limit_s = param("limit"); !limit_s.empty()) {
       auto v = parse_rv(limit_s);
       if (!v) {
         write_json(stream, req, index, 400, status_body(400, "BadRequest", "invalid limit"));
-        return req.keep_alive() ? After::kKeepAlive : After::kClose;
+        return after;
       }
       limit = *v;
     }
-    int status = 200;
-    json body;
+    ListStart start;
+    std::string body;
     {
       std::lock_guard lock(mu_);
-      const Collection& c = *r.collection;
-      std::uint64_t list_rv = rv_;
-      std::optional<Key> after_key;
-      // Later pages are served as of the first page's resourceVersion; while nothing changed
-      // since, that is the current state (no need to replay history).
-      std::map<Key, const json*> items;
-      bool current = true;
-      if (!cont.empty()) {
-        json token;
-        const auto decoded = base64url_decode(cont);
-        if (decoded) token = json::parse(*decoded, nullptr, false);
-        if (!decoded || !token.is_object() || !token.contains("rv") ||
-            !token["rv"].is_number_unsigned() || !token.contains("start") ||
-            !token["start"].is_array() || token["start"].size() != 2 ||
-            !token["start"][0].is_string() || !token["start"][1].is_string()) {
-          status = 400;
-          body = status_body(400, "BadRequest", "continue key is not valid");
-        } else if (token["rv"].get<std::uint64_t>() < compacted_rv_) {
-          status = 410;
-          body = status_body(410, "Expired",
-                             "The provided continue parameter is too old to display a consistent "
-                             "list result. You can start a new list without the continue "
-                             "parameter.");
-        } else {
-          list_rv = token["rv"].get<std::uint64_t>();
-          after_key =
-              Key{token["start"][0].get<std::string>(), token["start"][1].get<std::string>()};
-          if (!c.history.empty() && c.history.back().rv > list_rv) {
-            items = snapshot(c, list_rv);
-            current = false;
-          }
-        }
-      }
-      if (status == 200) {
+      start = list_start(param("continue"));
+      if (start.status == 200) {
         std::uint64_t cap = limit;
         if (max_page_ > 0 && (cap == 0 || cap > max_page_)) cap = max_page_;
-        json out_items = json::array();
-        std::size_t remaining = 0;
-        std::optional<Key> last;
-        auto take = [&](const Key& key, const json& object) {
-          if (r.ns && key.first != *r.ns) return;
-          if (cap > 0 && out_items.size() >= cap) {
-            ++remaining;
-            return;
-          }
-          out_items.push_back(render(c, object, c.items_carry_kind));
-          last = key;
-        };
-        if (current) {
-          auto it = after_key ? c.items.upper_bound(*after_key) : c.items.begin();
-          for (; it != c.items.end(); ++it) take(it->first, it->second);
-        } else {
-          auto it = after_key ? items.upper_bound(*after_key) : items.begin();
-          for (; it != items.end(); ++it) take(it->first, *it->second);
-        }
-        json meta = {{"resourceVersion", std::to_string(list_rv)}};
-        if (remaining > 0) {
-          json token = {{"v", "meta.k8s.io/v1"},
-                        {"rv", list_rv},
-                        {"start", json::array({last->first, last->second})}};
-          meta["continue"] = base64url_encode(token.dump());
-          meta["remainingItemCount"] = remaining;
-        }
-        body = {{"kind", c.list_kind},
-                {"apiVersion", c.api_version},
-                {"metadata", meta},
-                {"items", std::move(out_items)}};
+        body = list_page(*r.collection, r, start, cap);
       }
     }
-    write_json(stream, req, index, status, body);
-    return req.keep_alive() ? After::kKeepAlive : After::kClose;
+    if (start.status != 200) {
+      write_json(stream, req, index, start.status, start.error);
+    } else {
+      write_body(stream, req, index, 200, std::move(body));
+    }
+    return after;
   }
 
   // Requires mu_.
-  std::string event_line(const Collection& c, const std::string& type, const json& object) const {
-    return json{{"type", type}, {"object", render(c, object, true)}}.dump() + "\n";
+  static std::string event_line(const Collection& c, const char* type, const std::string& text) {
+    std::string line = "{\"type\":\"";
+    line += type;
+    line += "\",\"object\":";
+    append_object(line, c, text, true);
+    line += "}\n";
+    return line;
   }
 
   // Requires mu_.
@@ -787,8 +907,8 @@ class FakeApiServer::Impl {
     auto it = std::upper_bound(c.history.begin(), c.history.end(), after,
                                [](std::uint64_t rv, const Event& e) { return rv < e.rv; });
     for (; it != c.history.end(); ++it) {
-      if (ns && key_of(it->object).first != *ns) continue;
-      out += event_line(c, it->type, it->object);
+      if (ns && it->key.first != *ns) continue;
+      out += event_line(c, it->type, *it->text);
     }
   }
 
@@ -800,10 +920,9 @@ class FakeApiServer::Impl {
   template <class Stream, class Param>
   After serve_watch(Stream& stream, Connection& conn, const http::request<http::string_body>& req,
                     std::size_t index, const Route& r, const Param& param,
-                    std::optional<Fault> fault) {
+                    std::optional<Fault> fault, bool initial_events) {
     const std::string rv_param = param("resourceVersion");
     const bool bookmarks = param("allowWatchBookmarks") == "true";
-    const bool initial_events = param("sendInitialEvents") == "true";
     std::optional<Clock::time_point> deadline;
     if (auto t = parse_rv(param("timeoutSeconds")); t && *t > 0) {
       deadline = Clock::now() + std::chrono::seconds(*t);
@@ -819,7 +938,8 @@ class FakeApiServer::Impl {
     }
 
     Collection& c = *r.collection;
-    std::string first;  // what the watch sends before waiting
+    std::vector<Text> initial;  // the state as synthetic ADDED events, written in chunks
+    std::string first;          // what the watch sends after them, before waiting
     bool expired = false;
     std::uint64_t cursor = 0, bookmark_seq = 0, close_seq = 0;
     double stall_seconds = 0;
@@ -837,9 +957,9 @@ class FakeApiServer::Impl {
             json{{"type", "ERROR"}, {"object", status_body(410, "Expired", message)}}.dump() + "\n";
       } else if (!start_rv || initial_events) {
         // Synthetic ADDED events for the current state, as the real server does for "" and "0".
-        for (const auto& [key, object] : c.items) {
+        for (const auto& [key, text] : c.items) {
           if (r.ns && key.first != *r.ns) continue;
-          first += event_line(c, "ADDED", object);
+          initial.push_back(text);
         }
         if (initial_events && bookmarks) first += bookmark_line(c, true);
         cursor = rv_;
@@ -889,7 +1009,18 @@ class FakeApiServer::Impl {
       return After::kClose;
     }
     if (fault == Fault::kGarbageLine) write_chunk(stream, "{not json\n");
-    write_chunk(stream, first);
+    // The state is written as it is rendered, a megabyte at a time, as the real server
+    // streams from its watch cache: a client can decode while the rest is on its way.
+    std::string chunk;
+    for (const auto& text : initial) {
+      chunk += event_line(c, "ADDED", *text);
+      if (chunk.size() >= (1u << 20)) {
+        write_chunk(stream, chunk);
+        chunk.clear();
+      }
+    }
+    initial.clear();
+    write_chunk(stream, chunk + first);
     if (fault == Fault::kDropMidStream) {
       ::shutdown(conn.fd, SHUT_RDWR);
       return After::kClose;
@@ -940,6 +1071,7 @@ class FakeApiServer::Impl {
   std::uint64_t compacted_rv_ = 0;
   double stall_seconds_ = 5;
   std::size_t max_page_ = 0;
+  WatchList watch_list_ = WatchList::kServe;
   std::vector<Request> requests_;
 
   // Immutable after construction:
@@ -996,5 +1128,6 @@ bool FakeApiServer::wait_for_watches(const std::string& path, std::size_t n,
 }
 std::vector<FakeApiServer::Request> FakeApiServer::requests() const { return impl_->requests(); }
 void FakeApiServer::set_max_page(std::size_t n) { impl_->set_max_page(n); }
+void FakeApiServer::set_watch_list(WatchList mode) { impl_->set_watch_list(mode); }
 
 }  // namespace tollgate::testing

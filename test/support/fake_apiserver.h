@@ -1,5 +1,8 @@
 // A fake Kubernetes API server for tests: list (paginated, consistent snapshots), watch (chunked
-// JSON lines, bookmarks, history replay, compaction), bearer tokens, TLS and injected faults.
+// JSON lines, bookmarks, history replay, compaction), the streaming list (sendInitialEvents),
+// bearer tokens, TLS and injected faults. sendInitialEvents and resourceVersionMatch are
+// validated as kube-apiserver validates them; label and field selectors are refused (400)
+// rather than ignored, since tollgate sends none.
 // Thread-safe: every public method may be called from any thread while clients are connected.
 // It serves on 127.0.0.1 with its own threads; the destructor closes every connection.
 #pragma once
@@ -54,11 +57,13 @@ class FakeApiServer {
 
   // Mutations bump one global resourceVersion and notify open watches of the collection.
   // upsert keys objects by metadata.namespace + metadata.name, sets metadata.resourceVersion
-  // (and metadata.uid when absent). remove of an absent object does nothing.
+  // (and metadata.uid when absent), and keeps the object as JSON text without kind and
+  // apiVersion (they come from the collection). remove of an absent object does nothing.
   // Both throw std::invalid_argument for an unregistered path.
   void upsert(const std::string& path, nlohmann::json object);
   void remove(const std::string& path, const std::string& ns, const std::string& name);
-  nlohmann::json objects(const std::string& path) const;  // current items by namespace/name
+  // Current items by namespace/name, as watch events carry them (with kind and apiVersion).
+  nlohmann::json objects(const std::string& path) const;
   std::string resource_version() const;
 
   // Forgets history: every resourceVersion handed out so far becomes too old (the counter is
@@ -97,6 +102,15 @@ class FakeApiServer {
   };
   std::vector<Request> requests() const;  // every request, in arrival order
   void set_max_page(std::size_t n);       // cap on items per list page (0: no cap)
+
+  // How a watch with sendInitialEvents=true is answered.
+  enum class WatchList {
+    kServe,   // kube-apiserver 1.32+: the state as ADDED events, then a BOOKMARK annotated
+              // k8s.io/initial-events-end: "true" at its resourceVersion, then the watch
+    kRefuse,  // the WatchList feature gate off (or older than 1.27): 422 Invalid
+    kIgnore,  // a server that knows neither parameter: a plain watch (no ending bookmark)
+  };
+  void set_watch_list(WatchList mode);
 
  private:
   class Impl;

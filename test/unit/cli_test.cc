@@ -2,12 +2,19 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <thread>
 
+#include "support/http_get.h"
 #include "support/run.h"
 
 using nlohmann::json;
@@ -254,4 +261,109 @@ TEST_CASE("eval, single and --jsonl, refuses a requestPrincipal that contradicts
   std::getline(lines, l2);
   CHECK(json::parse(l1)["policy"] == "foo/x");
   CHECK_THAT(json::parse(l2)["error"].get<std::string>(), Catch::Contains("disagrees"));
+}
+
+// ---- manifests that cannot be read ----------------------------------------------------------
+
+namespace {
+
+// The seed scenario plus a cluster export too large for --max-manifest-bytes 2000.
+struct BrokenExport {
+  tollgate::testing::TempDir dir;
+  BrokenExport() {
+    for (const auto& e : std::filesystem::directory_iterator(source_path("examples/seed"))) {
+      std::filesystem::copy_file(e.path(), dir.path() / e.path().filename());
+    }
+    tollgate::testing::write_file(dir.path() / "cluster.json",
+                                  R"({"kind":"List","items":[)" + std::string(3000, ' ') + "]}");
+  }
+  std::string path() const { return dir.path().string(); }
+};
+
+}  // namespace
+
+TEST_CASE("check and lint exit 2 on a manifest they cannot read, naming it and why") {
+  BrokenExport x;
+  auto lint = run_tollgate("lint --max-manifest-bytes 2000 -f '" + x.path() + "'");
+  CHECK(lint.status == 2);
+  CHECK_THAT(lint.err, Catch::Contains("cluster.json: 3026 bytes, more than the limit of 2000"));
+  auto check = run_tollgate("check --max-manifest-bytes 2000 -f '" + x.path() +
+                            "' --workload default/backend --request " + kRequestGet);
+  CHECK(check.status == 2);
+  CHECK_THAT(check.err, Catch::Contains("cluster.json"));
+  tollgate::testing::write_file(x.dir.path() / "cluster.json", R"({"kind":"List","items":[{]})");
+  lint = run_tollgate("lint -f '" + x.path() + "'");
+  CHECK(lint.status == 2);
+  CHECK_THAT(lint.err, Catch::Contains("cluster.json: line 1, column 26"));
+  // The default limit reads it.
+  tollgate::testing::write_file(x.dir.path() / "cluster.json",
+                                R"({"kind":"List","items":[)" + std::string(3000, ' ') + "]}");
+  CHECK(run_tollgate("lint -f '" + x.path() + "'").status == 1);  // the seed's own finding
+}
+
+TEST_CASE("run --once on a manifest that cannot be read exits 1 at once, naming it") {
+  BrokenExport x;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r =
+      run_tollgate("run --once --max-manifest-bytes 2000 --manifests '" + x.path() + "'");
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("cluster.json: 3026 bytes"));
+  CHECK(r.out.empty());
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
+}
+
+TEST_CASE("run: /readyz answers 503 naming the unreadable manifest, then 200 once it reads") {
+  BrokenExport x;
+  tollgate::testing::TempDir scratch;
+  const auto port_file = scratch.path() / "port";
+  const auto log = scratch.path() / "stderr";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 2);
+    ::execl(TOLLGATE_BINARY, TOLLGATE_BINARY, "run", "--manifests", x.path().c_str(),
+            "--max-manifest-bytes", "2000", "--listen", "127.0.0.1:0", "--port-file",
+            port_file.c_str(), nullptr);
+    ::_exit(127);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{pid};
+  // The child is another process: its port and readiness are polled, with a deadline.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  std::uint16_t port = 0;
+  while (port == 0 && std::chrono::steady_clock::now() < deadline) {
+    const auto text = tollgate::testing::read_file(port_file);
+    if (!text.empty()) port = static_cast<std::uint16_t>(std::stoi(text));
+    if (port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  INFO(tollgate::testing::read_file(log));
+  REQUIRE(port != 0);
+  auto readyz_until = [&](const std::function<bool(const tollgate::testing::HttpReply&)>& done) {
+    std::optional<tollgate::testing::HttpReply> r;
+    while (std::chrono::steady_clock::now() < deadline) {
+      r = tollgate::testing::http_get(port, "/readyz");
+      if (r && done(*r)) return r;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return r;
+  };
+  auto r =
+      readyz_until([](const auto& x) { return x.body.find("cluster.json") != std::string::npos; });
+  REQUIRE(r);
+  CHECK(r->status == 503);
+  CHECK_THAT(r->body, Catch::Contains("3026 bytes, more than the limit of 2000"));
+  auto tables = tollgate::testing::http_get(port, "/v1/tables/default/backend");
+  REQUIRE(tables);
+  CHECK(tables->status == 503);  // no table from a cluster missing a file
+  tollgate::testing::write_file(x.dir.path() / "cluster.json.tmp", R"({"kind":"List","items":[]})");
+  std::filesystem::rename(x.dir.path() / "cluster.json.tmp", x.dir.path() / "cluster.json");
+  r = readyz_until([](const auto& x) { return x.status == 200; });
+  REQUIRE(r);
+  CHECK(r->status == 200);
 }

@@ -18,21 +18,29 @@ metadata: {name: web, namespace: default, labels: {app: web}}
 spec: {serviceAccountName: web}
 )";
 
-std::string deny_policy(const std::string& name) {
+std::string deny_policy(const std::string& name, int port = 0) {
+  std::string rules =
+      port == 0 ? "[{}]" : "[{to: [{operation: {ports: ['" + std::to_string(port) + "']}}]}]";
   return "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: " + name +
-         ", namespace: default}\nspec: {action: DENY, rules: [{}]}\n";
+         ", namespace: default}\nspec: {action: DENY, rules: " + rules + "}\n";
+}
+
+// Writes a file by renaming a complete one over it, as editors and kubectl cp do.
+void replace_file(const std::filesystem::path& p, const std::string& text) {
+  write_file(p.string() + ".tmp~", text);
+  std::filesystem::rename(p.string() + ".tmp~", p);
 }
 
 struct Running {
   publish::Publisher pub{policy::MeshConfig{},
                          publish::PublisherOptions{std::chrono::microseconds(500), 20ms, 64}};
   std::unique_ptr<source::DirectorySource> dir;
-  explicit Running(const std::string& path) {
+  explicit Running(const std::string& path, source::DirectoryOptions o = {}) {
     pub.start();
     dir = std::make_unique<source::DirectorySource>(
-        std::vector<std::string>{path},
-        [this](index::Event e) { return pub.submit(std::move(e)); });
-    dir->start(20ms);
+        std::vector<std::string>{path}, [this](index::Event e) { return pub.submit(std::move(e)); },
+        o);
+    dir->start();
   }
   std::vector<std::string> policies_of_web() {
     auto s = pub.current();
@@ -46,6 +54,14 @@ struct Running {
                  return s.synced && e != nullptr && e->table && e->table->table.policies == want;
                },
                5s) != nullptr;
+  }
+  // Waits for a published snapshot whose sources' health says `text` (health is published).
+  std::shared_ptr<const publish::Snapshot> wait_health(const std::string& text) {
+    return pub.wait_for(
+        [&](const publish::Snapshot& s) {
+          return !s.health.empty() && s.health[0].message.find(text) != std::string::npos;
+        },
+        5s);
   }
 };
 
@@ -69,12 +85,103 @@ TEST_CASE("A manifest that stops parsing keeps its last good version (a DENY is 
   write_file(d.path() / "deny.yaml", deny_policy("deny-all"));
   Running r(d.path().string());
   REQUIRE(r.wait_policies({"default/deny-all"}));
-  const auto reloads = r.dir->reloads();
-  write_file(d.path() / "deny.yaml", "spec: {action: DENY, rules: [{}]\n  broken: [");
-  for (int i = 0; i < 200 && r.dir->reloads() == reloads; ++i) std::this_thread::sleep_for(10ms);
-  REQUIRE(r.dir->reloads() > reloads);
-  std::this_thread::sleep_for(50ms);
-  CHECK(r.policies_of_web() == std::vector<std::string>{"default/deny-all"});
+  replace_file(d.path() / "deny.yaml", "spec: {action: DENY, rules: [{}]\n  broken: [");
+  // The health that says so is published with the state after the failed read.
+  auto s = r.wait_health("keeping the last good version");
+  REQUIRE(s);
+  CHECK(s->synced);
+  CHECK(s->health[0].healthy);
+  CHECK(s->health[0].message.find("deny.yaml") != std::string::npos);
+  const auto* e = s->find("default", "web");
+  REQUIRE(e != nullptr);
+  CHECK(e->table->table.policies == std::vector<std::string>{"default/deny-all"});
+  // Fixed again: the new version is read, and the health is clean.
+  replace_file(d.path() / "deny.yaml", deny_policy("deny-fixed"));
+  REQUIRE(r.wait_policies({"default/deny-fixed"}));
+  REQUIRE(r.wait_health("watching 2 manifest files"));
+}
+
+TEST_CASE("A file that cannot be read at start keeps everything unlisted and says why") {
+  TempDir d;
+  write_file(d.path() / "pod.yaml", kPod);
+  write_file(d.path() / "deny.yaml", deny_policy("deny-all"));
+  write_file(d.path() / "cluster.json", std::string(300, ' ') + "{}");
+  source::DirectoryOptions o;
+  o.read.max_file_bytes = 200;
+  SECTION("too large") {}
+  SECTION("not parsable") {
+    write_file(d.path() / "cluster.json", "{\"kind\": \"List\", \"items\": [");
+    o.read.max_file_bytes = 1000;
+  }
+  SECTION("an object that does not decode") {
+    write_file(d.path() / "cluster.json",
+               R"({"kind":"Pod","metadata":{"name":"p","labels":{"version":1}}})");
+    o.read.max_file_bytes = 1000;
+  }
+  Running r(d.path().string(), o);
+  auto s = r.wait_health("not ready until every manifest can be read");
+  REQUIRE(s);
+  CHECK_FALSE(s->synced);
+  CHECK(s->pods == 0);
+  CHECK_FALSE(r.dir->listed());
+  CHECK_FALSE(s->health[1].healthy);
+  CHECK(s->health[1].message.find("cluster.json") != std::string::npos);
+  // Once the file reads, everything is listed.
+  replace_file(d.path() / "cluster.json", R"({"kind":"List","items":[]})");
+  REQUIRE(r.wait_policies({"default/deny-all"}));
+  CHECK(r.dir->listed());
+}
+
+TEST_CASE("A changed file is read again, and only that file") {
+  TempDir d;
+  write_file(d.path() / "pod.yaml", kPod);
+  write_file(d.path() / "a.yaml", deny_policy("a"));
+  write_file(d.path() / "b.yaml", deny_policy("b"));
+  Running r(d.path().string());
+  REQUIRE(r.wait_policies({"default/a", "default/b"}));
+  const auto read_before = r.dir->files_read();
+  replace_file(d.path() / "b.yaml", deny_policy("b", 8080));
+  REQUIRE(r.pub.wait_for(
+      [](const publish::Snapshot& s) {
+        const auto* e = s.find("default", "web");
+        return e != nullptr && e->table && e->table->table.deny.size() == 2 &&
+               e->table->wire.find("8080") != std::string::npos;
+      },
+      5s));
+  CHECK(r.dir->files_read() == read_before + 1);
+}
+
+TEST_CASE("Where two files define one policy the later wins, and the earlier one comes back") {
+  TempDir d;
+  write_file(d.path() / "pod.yaml", kPod);
+  write_file(d.path() / "a.yaml", deny_policy("same", 1111));
+  write_file(d.path() / "b.yaml", deny_policy("same", 2222));
+  Running r(d.path().string());
+  auto wire_has = [&](const char* port) {
+    return r.pub.wait_for(
+               [&](const publish::Snapshot& s) {
+                 const auto* e = s.find("default", "web");
+                 return s.synced && e != nullptr && e->table &&
+                        e->table->wire.find(port) != std::string::npos;
+               },
+               5s) != nullptr;
+  };
+  REQUIRE(wire_has("2222"));
+  std::filesystem::remove(d.path() / "b.yaml");  // a.yaml's version stands again
+  REQUIRE(wire_has("1111"));
+  std::filesystem::remove(d.path() / "a.yaml");  // and now nobody defines it
+  REQUIRE(r.wait_policies({}));
+}
+
+TEST_CASE("A finished pod in a manifest is not a workload, as from the API server") {
+  TempDir d;
+  write_file(d.path() / "pods.yaml", std::string(kPod) +
+                                         "---\napiVersion: v1\nkind: Pod\nmetadata: {name: job, "
+                                         "namespace: default}\nstatus: {phase: Succeeded}\n");
+  Running r(d.path().string());
+  REQUIRE(r.wait_policies({}));
+  CHECK(r.pub.current()->pods == 1);
+  CHECK(r.pub.current()->find("default", "job") == nullptr);
 }
 
 TEST_CASE("A ConfigMap-style ..data symlink swap is seen") {

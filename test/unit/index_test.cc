@@ -218,8 +218,72 @@ TEST_CASE("Snapshots carry each source's health, and how fresh the data is") {
   CHECK(s.fresh_as_of(later) < later);
 }
 
+// What is wrong with a snapshot's IP index, compared with the pods it should hold: every IP
+// of a workload pod finds that pod (the first by namespace/name when pods share an IP), and
+// every entry is a pod of this snapshot (not a stale PodInfo of an earlier one).
+std::string ip_index_problems(const publish::Snapshot& s,
+                              const std::map<std::string, index::PodObject>& pods) {
+  std::map<std::string, std::string> want;  // ip -> "ns/name", the first
+  std::size_t entries = 0;
+  for (const auto& [key, pod] : pods) {
+    if (!pod.is_workload()) continue;
+    for (const auto& ip : pod.ips) {
+      ++entries;
+      if (!want.contains(ip)) want[ip] = key;
+    }
+  }
+  std::string out;
+  for (const auto& [ip, key] : want) {
+    const auto* e = s.find_ip(ip);
+    const std::string got = e == nullptr ? "none" : e->pod->shape->namespace_ + "/" + e->pod->name;
+    if (got != key) out += ip + ": found " + got + ", expected " + key + "\n";
+  }
+  for (const char* ip : {"10.9.9.9", "", "10.0.0.100"}) {
+    if (s.find_ip(ip) != nullptr) out += std::string(ip) + ": found, expected none\n";
+  }
+  std::size_t found = 0;
+  for (const auto& shard : *s.by_ip) {
+    for (const auto& e : *shard) {
+      ++found;
+      const auto* p = s.find(e.pod->shape->namespace_, e.pod->name);
+      if (p == nullptr || p->pod.get() != e.pod) out += "a stale entry for " + e.pod->name + "\n";
+    }
+  }
+  if (found != entries) {
+    out += std::to_string(found) + " entries, expected " + std::to_string(entries) + "\n";
+  }
+  return out;
+}
+
+TEST_CASE("The snapshot's policies read like a std::map, in key order, one namespace copied") {
+  Harness h;
+  h.sync();
+  // "a-b/..." sorts before "a/..." ('-' < '/'): the shards must come in key order.
+  for (const auto* key : {"a/x", "a-b/y", "a/z", "b/w", "a.c/v"}) {
+    const std::string k = key;
+    const auto slash = k.find('/');
+    h.idx.apply(upsert(mk_policy(k.substr(0, slash), k.substr(slash + 1), R"({"rules":[{}]})"),
+                       Kind::kPolicy));
+  }
+  const auto before = h.publish().policies;
+  std::vector<std::string> keys;
+  for (const auto& [k, p] : *before) keys.push_back(k);
+  CHECK(keys == std::vector<std::string>{"a-b/y", "a.c/v", "a/x", "a/z", "b/w"});
+  CHECK(before->size() == 5);
+  CHECK(before->find("a/z")->second->name == "z");
+  CHECK(before->find("a/q") == before->end());
+  CHECK(before->find("nope") == before->end());
+  h.idx.apply(del(mk_policy("a", "x", "{}"), Kind::kPolicy));
+  const auto after = h.publish().policies;
+  CHECK(after->size() == 4);
+  CHECK(after->find("a/x") == after->end());
+  CHECK(before->find("a/x") != before->end());  // the published one is unchanged
+  CHECK(after->find("b/w")->second == before->find("b/w")->second);
+}
+
 // Random interleavings of pod and policy changes: the incrementally maintained snapshot
-// always equals a compile from scratch of the same objects.
+// always equals a compile from scratch of the same objects, and so do its IP index and its
+// policy map.
 TEST_CASE("Incremental snapshots equal a from-scratch compile after random changes") {
   std::mt19937 rng(12345);
   auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
@@ -234,7 +298,9 @@ TEST_CASE("Incremental snapshots equal a from-scratch compile after random chang
     const std::string ns = nss[static_cast<std::size_t>(pick(3))];
     if (what < 5) {
       auto pod = mk_pod(ns, "p" + std::to_string(pick(8)),
-                        {{"app", apps[static_cast<std::size_t>(pick(3))]}});
+                        {{"app", apps[static_cast<std::size_t>(pick(3))]}},
+                        "10.0.0." + std::to_string(pick(12)));  // shared and moving IPs
+      if (pick(4) == 0) pod.ips.push_back("fd00::" + std::to_string(pick(12)));
       if (pick(10) == 0) pod.phase = "Failed";
       pods[pod.namespace_ + "/" + pod.name] = pod;
       h.idx.apply(upsert(pod, Kind::kPod));
@@ -268,6 +334,17 @@ TEST_CASE("Incremental snapshots equal a from-scratch compile after random chang
       const auto want = testing::from_scratch(pv, podv, policy::MeshConfig{});
       INFO("step " << step << "\n" << testing::diff(testing::published(s), want));
       REQUIRE(testing::published(s) == want);
+      std::vector<std::string> keys, want_keys;
+      for (const auto& [k, p] : *s.policies) {
+        keys.push_back(k);
+        REQUIRE(s.policies->find(k)->second == p);
+      }
+      for (const auto& [k, p] : policies) want_keys.push_back(k);
+      REQUIRE(keys == want_keys);
+      REQUIRE(s.policies->size() == policies.size());
+      const std::string ip_problems = ip_index_problems(s, pods);
+      INFO("step " << step << "\n" << ip_problems);
+      REQUIRE(ip_problems.empty());
     }
   }
   CHECK(h.idx.stats().groups == h.last.snapshot->tables);

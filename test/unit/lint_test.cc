@@ -28,9 +28,10 @@ struct Linted {
 std::unique_ptr<Linted> run(const std::string& yaml) {
   auto owner = std::make_unique<Linted>();
   Linted& l = *owner;
-  auto docs = policy::parse_documents(yaml, "t.yaml");
-  REQUIRE(docs.ok());
-  for (const auto& d : *docs) source::add_object(l.state, d.object, d.origin);
+  auto objects = source::read_text(yaml, "t.yaml");
+  INFO((objects.ok() ? "" : objects.error().message));
+  REQUIRE(objects.ok());
+  source::add_objects(l.state, std::move(*objects));
   for (const auto& p : l.state.policies) l.policies.push_back(&p);
   lint::Context& in = l.context;
   in.policies = l.policies;

@@ -18,6 +18,8 @@ namespace tollgate::app {
 
 struct ClusterSourceOptions {
   std::size_t page_size = 500;
+  bool streaming_list = true;  // try sendInitialEvents first (k8s::WatcherOptions)
+  std::chrono::milliseconds initial_events_idle{10000};
   int min_watch_timeout_seconds = 300;
   std::chrono::milliseconds idle_slack{30000};
   util::Backoff backoff{};
@@ -37,6 +39,9 @@ class ClusterSource {
   struct KindStats {
     std::string kind, path;
     std::uint64_t lists, relists, events, errors, bad_lines, bad_objects, list_bytes;
+    std::uint64_t streaming_lists;  // lists that came as a streaming list
+    bool streaming;                 // still asking for streaming lists (no fallback)
+    k8s::WatcherState state;
   };
   std::vector<KindStats> stats() const;
 

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tollgate/source/manifests.h"
 #include "tollgate/util/result.h"
 
 namespace tollgate::app {
@@ -15,6 +16,7 @@ util::Result<nlohmann::json> json_arg(const std::string& text, const char* what)
 
 struct CheckOptions {
   std::vector<std::string> files;
+  std::uint64_t max_manifest_bytes = source::kDefaultMaxFileBytes;
   std::string workload;  // "ns/pod" or "ns/k=v,k2=v2/serviceAccount"
   std::string request;   // JSON, or @file
   std::string mesh;      // JSON, or @file
@@ -24,6 +26,7 @@ int run_check(const CheckOptions& o);
 
 struct LintOptions {
   std::vector<std::string> files;
+  std::uint64_t max_manifest_bytes = source::kDefaultMaxFileBytes;
   std::string mesh;
   std::string output = "text";
 };
@@ -31,8 +34,9 @@ int run_lint(const LintOptions& o);
 
 struct RunOptions {
   std::vector<std::string> manifests;  // files or directories (the embedded default)
-  std::string kubeconfig;              // watch a cluster through this kubeconfig instead
-  bool once = false;                   // print every table once synced, then exit
+  std::uint64_t max_manifest_bytes = source::kDefaultMaxFileBytes;
+  std::string kubeconfig;  // watch a cluster through this kubeconfig instead
+  bool once = false;       // print every table once synced, then exit
   std::string root_namespace = "istio-system";
   std::string trust_domain = "cluster.local";
   std::vector<std::string> trust_domain_aliases;

@@ -10,6 +10,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "tollgate/index/objects.h"
@@ -78,8 +79,9 @@ class Index {
     std::set<std::string> namespaces;
     std::set<std::uint64_t> groups;
     std::set<std::uint64_t> removed_groups;
-    bool policies = false;  // the policy set changed
-    bool other = false;     // service accounts, namespaces, readiness
+    bool policies = false;                    // the policy set changed
+    std::set<std::string> policy_namespaces;  // in these namespaces
+    bool other = false;                       // service accounts, namespaces, readiness
     bool empty() const {
       return namespaces.empty() && groups.empty() && removed_groups.empty() && !policies && !other;
     }
@@ -119,6 +121,9 @@ class Index {
   struct NsState {
     PodMap pods;
     std::map<std::string, PolicyRec> policies;  // by name
+    // The namespace's shapes and groups: a policy change looks at its namespace only.
+    std::unordered_set<ShapeRec*> shapes;
+    std::unordered_set<Group*> groups;
   };
 
   void upsert_pod(PodObject pod);

@@ -29,6 +29,7 @@ struct PolicyObject {
 };
 
 struct PodObject {
+  bool operator==(const PodObject&) const = default;
   std::string namespace_, name;
   std::vector<std::pair<std::string, std::string>> labels;  // sorted by key
   std::string service_account = "default";
@@ -65,13 +66,29 @@ struct Event {
   std::string message;
 };
 
-// Decoders from an object's JSON text (a list item or a watch event's object). They never
-// throw; an error names the object when its name could be read.
-util::Result<PodObject> decode_pod(std::string_view json);
-util::Result<PolicyObject> decode_policy(std::string_view json);
-util::Result<NamedObject> decode_named(std::string_view json, bool namespaced);
-// The same from an already-parsed object (manifest files).
+// The decoders: one rule per kind, whichever way an object arrives (a list item, a watch
+// event's object, or a manifest file's document). They never throw; an error names the object
+// (when its name could be read) and the field.
+struct DecodeOptions {
+  // The API server always sets metadata.namespace; a manifest may leave it out, and then
+  // means this namespace (kubectl's default). Empty: metadata.namespace is required.
+  std::string_view default_namespace;
+};
+// A Pod: metadata.name, namespace, labels (strings), deletionTimestamp; spec.serviceAccountName
+// (else the deprecated spec.serviceAccount, which the API server copies into it; else
+// "default"), hostNetwork, containers[].ports[] (containerPort, name); status.phase, podIPs
+// (else podIP).
+util::Result<PodObject> decode_pod(std::string_view json, const DecodeOptions& options = {});
+// The pod that stands for a workload controller (Deployment, StatefulSet, DaemonSet,
+// ReplicaSet and Job: spec.template; CronJob: spec.jobTemplate.spec.template): named after the
+// controller, its template decoded by the Pod rule.
+util::Result<PodObject> decode_pod_template(std::string_view json, std::string_view kind,
+                                            const DecodeOptions& options = {});
+bool is_pod_controller(std::string_view kind);
+util::Result<PolicyObject> decode_policy(std::string_view json, const DecodeOptions& options = {});
+util::Result<NamedObject> decode_named(std::string_view json, bool namespaced,
+                                       const DecodeOptions& options = {});
+// A policy from an already-parsed object.
 PolicyObject policy_object(const nlohmann::json& object);
-PodObject pod_object(const policy::Workload& w);
 
 }  // namespace tollgate::index

@@ -42,6 +42,9 @@ class Transport {
   virtual util::Result<HttpResponse> stream(
       const std::string& target, std::chrono::milliseconds idle, std::size_t max_line,
       const std::function<bool(std::string_view)>& on_line) = 0;
+  // From within `on_line`: the idle limit for the rest of the stream (a streaming list waits
+  // less for its first events than a quiet watch may stay silent).
+  virtual void set_idle(std::chrono::milliseconds idle) = 0;
   // Aborts the operation in progress, and every later one, promptly. Thread-safe.
   virtual void cancel() = 0;
 };

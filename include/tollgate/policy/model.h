@@ -131,6 +131,7 @@ struct MeshConfig {
 struct ContainerPort {
   int number = 0;
   std::string name;
+  bool operator==(const ContainerPort&) const = default;
 };
 
 // What the controller knows of a workload (a pod, or a workload described directly).

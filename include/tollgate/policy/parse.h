@@ -3,6 +3,7 @@
 // Bad input never throws out of here: it becomes a Finding (policy) or an Error (documents).
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -19,8 +20,25 @@ struct Document {
   std::string origin;  // "file.yaml#2" (document index, 1-based)
 };
 
-// Reads JSON or YAML text holding one or many documents; `kind: List` items are flattened.
-// `origin` names the input in errors. Empty documents are skipped.
+// One Kubernetes object as the reader found it: its JSON text (a view of the input for JSON,
+// of the converted document for YAML; valid during the call), kind and apiVersion (empty when
+// absent or not strings), and where it came from.
+struct ObjectText {
+  std::string_view json;
+  std::string kind, api_version;
+  std::string origin;  // "file.yaml#2", "file.json.items[3]"
+};
+using ObjectFn = std::function<util::Result<bool>(const ObjectText&)>;
+
+// Reads JSON or YAML text holding one or many documents, `kind: List` items flattened (4
+// deep), and hands each object to `on_object`. JSON is validated, then scanned in place: a
+// List of 100,000 objects is never built as one tree. YAML is read one document at a time.
+// Empty documents are skipped; a document that is not an object is an error. Stops at the
+// first error, the reader's or the callback's; `origin` names the input in errors.
+util::Result<bool> for_each_object(std::string_view text, const std::string& origin,
+                                   const ObjectFn& on_object);
+
+// The same, each object parsed (for small inputs).
 util::Result<std::vector<Document>> parse_documents(std::string_view text,
                                                     const std::string& origin);
 

@@ -20,10 +20,14 @@
 
 namespace tollgate::publish {
 
+// When to publish: once no event came for `quiet`; while events keep coming, `busy_delay`
+// after the first change, stretched to 4 times the last build's time (publishing uses at
+// most a fifth of the index thread) but never beyond `max_delay`.
 struct PublisherOptions {
-  std::chrono::microseconds quiet{1000};     // publish once no event came for this long
-  std::chrono::milliseconds max_delay{100};  // or at the latest this long after a change
+  std::chrono::microseconds quiet{1000};
+  std::chrono::milliseconds max_delay{100};
   std::size_t queue_capacity = 1 << 14;
+  std::chrono::microseconds busy_delay{5000};
 };
 
 struct PublisherStats {
@@ -56,7 +60,7 @@ class Publisher {
 
  private:
   void run();
-  void publish_now();
+  std::chrono::steady_clock::duration publish_now();  // how long it took
 
   PublisherOptions options_;
   index::Index index_;
