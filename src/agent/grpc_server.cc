@@ -1,8 +1,11 @@
 #include "tollgate/agent/grpc_server.h"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/proto_buffer_reader.h>
 
+#include <cstddef>
 #include <exception>
+#include <stdexcept>
 #include <utility>
 
 #include "envoy/service/auth/v3/external_auth.grpc.pb.h"
@@ -16,29 +19,43 @@ namespace {
 namespace auth = envoy::service::auth::v3;
 namespace health = grpc::health::v1;
 
-class AuthorizationService final : public auth::Authorization::CallbackService {
+// Check takes the request as bytes and parses it itself, so that a CheckRequest protobuf
+// cannot parse is refused (PERMISSION_DENIED, completed with status OK) instead of being
+// failed by grpc++ with an error status that failure_mode_allow would turn into an allow.
+class AuthorizationService final
+    : public auth::Authorization::WithRawCallbackMethod_Check<auth::Authorization::Service> {
  public:
   AuthorizationService(const Authorizer& authorizer, const GrpcServerOptions& options)
       : authorizer_(authorizer), options_(options) {}
 
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context,
-                                  const auth::CheckRequest* request,
-                                  auth::CheckResponse* response) override {
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override {
     const auto start = std::chrono::steady_clock::now();
     // Every call completes with status OK and a decision: an error status is what
     // failure_mode_allow turns into an allow.
     try {
-      auto mapped = map_check_request(*request, options_.mapping);
-      const Answer answer =
-          mapped.ok() ? authorizer_.decide(*mapped) : Authorizer::refuse(mapped.error().message);
-      fill_check_response(answer, *response);
-      report(mapped.ok() ? &*mapped : nullptr, answer, start);
+      // The messages live in an arena that starts on the stack: no heap for a usual request.
+      alignas(std::max_align_t) char initial[8192];
+      google::protobuf::ArenaOptions arena_options;
+      arena_options.initial_block = initial;
+      arena_options.initial_block_size = sizeof initial;
+      google::protobuf::Arena arena(arena_options);
+      auto* check = google::protobuf::Arena::CreateMessage<auth::CheckRequest>(&arena);
+      auto* answer_pb = google::protobuf::Arena::CreateMessage<auth::CheckResponse>(&arena);
+      decide(*request, *check, *answer_pb, start);
+      bool own_buffer = false;
+      if (!grpc::SerializationTraits<auth::CheckResponse>::Serialize(*answer_pb, response,
+                                                                     &own_buffer)
+               .ok()) {
+        throw std::runtime_error("the CheckResponse cannot be serialized");
+      }
     } catch (const std::exception& e) {
       util::log_error("grpc Check failed; denied", {{"error", e.what()}});
-      fill_check_response(Authorizer::refuse("internal error"), *response);
+      refuse_in(*response);
     } catch (...) {
       util::log_error("grpc Check failed; denied");
-      fill_check_response(Authorizer::refuse("internal error"), *response);
+      refuse_in(*response);
     }
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
@@ -46,6 +63,35 @@ class AuthorizationService final : public auth::Authorization::CallbackService {
   }
 
  private:
+  void decide(const grpc::ByteBuffer& request, auth::CheckRequest& check, auth::CheckResponse& out,
+              std::chrono::steady_clock::time_point start) const {
+    if (!parse(request, check)) {
+      const Answer answer = Authorizer::refuse("the message is not a CheckRequest protobuf");
+      fill_check_response(answer, out);
+      report(nullptr, answer, start);
+      return;
+    }
+    auto mapped = map_check_request(check, options_.mapping);
+    const Answer answer =
+        mapped.ok() ? authorizer_.decide(*mapped) : Authorizer::refuse(mapped.error().message);
+    fill_check_response(answer, out);
+    report(mapped.ok() ? &*mapped : nullptr, answer, start);
+  }
+
+  static bool parse(const grpc::ByteBuffer& request, auth::CheckRequest& check) {
+    if (!request.Valid()) return false;  // no message at all
+    grpc::ByteBuffer copy(request);      // shares the slices
+    grpc::ProtoBufferReader reader(&copy);
+    return check.ParseFromZeroCopyStream(&reader);
+  }
+
+  static void refuse_in(grpc::ByteBuffer& response) {
+    auth::CheckResponse r;
+    fill_check_response(Authorizer::refuse("internal error"), r);
+    bool own_buffer = false;
+    (void)grpc::SerializationTraits<auth::CheckResponse>::Serialize(r, &response, &own_buffer);
+  }
+
   void report(const eval::Request* request, const Answer& answer,
               std::chrono::steady_clock::time_point start) const {
     if (!options_.on_decision) return;
@@ -118,6 +164,9 @@ util::Result<int> GrpcServer::start(const std::string& listen, const Authorizer&
   builder.RegisterService(impl->authorization.get());
   builder.RegisterService(impl->health.get());
   builder.SetMaxReceiveMessageSize(impl->options.max_receive_message_bytes);
+  // grpc++ sets SO_REUSEPORT by default, which would let a second agent share the port
+  // silently instead of failing to start.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   impl->server = builder.BuildAndStart();
   if (!impl->server || port == 0) {
     if (impl->server) impl->server->Shutdown();
