@@ -10,7 +10,7 @@ packages=(
   nlohmann-json3-dev libsimdjson-dev libyaml-dev libcli11-dev
   catch2 librapidcheck-dev prometheus-cpp-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # the agent's gRPC
-  python3-grpcio python3-grpc-tools  # test/grpc: the independent ext_authz client
+  python3-grpcio python3-grpc-tools python3-h2  # test/grpc: the independent ext_authz client
   wrk nginx-light  # bench/serve
 )
 
