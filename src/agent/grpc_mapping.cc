@@ -224,6 +224,7 @@ util::Result<eval::Request> map_check_request(const auth::CheckRequest& check,
       r.dynamic_metadata[name] = to_json(values);
     }
   }
+  if (!o.self_provider.empty()) r.ext_authz_by_provider.emplace(o.self_provider, "ALLOW");
   if (!r.tcp) {
     TOLLGATE_TRY_STATUS(map_http(a.request().http(), o, r));
     TOLLGATE_TRY_STATUS(map_jwt(a, o, r));

@@ -195,15 +195,35 @@ def generate(rng):
     return req, j
 
 
-def eval_decisions(requests):
+def eval_decisions(requests, policies=POLICIES, mesh=None):
     """What `tollgate eval --jsonl` decides for each request on the same policies."""
-    lines = "".join(json.dumps({"policies": POLICIES, "workload": WORKLOAD, "request": r}) + "\n"
-                    for r in requests)
+    common = {"policies": policies, "workload": WORKLOAD}
+    if mesh is not None:
+        common["mesh"] = mesh
+    lines = "".join(json.dumps(dict(common, request=r)) + "\n" for r in requests)
     out = subprocess.run([TOLLGATE, "eval", "--jsonl"], input=lines, capture_output=True,
                          text=True, timeout=300)
     if out.returncode != 0:
         raise AssertionError("tollgate eval failed: " + out.stdout[-2000:] + out.stderr[-2000:])
     return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+# Istio routing every request of the workload to the agent, its provider in the mesh config.
+ROUTE_TO_TOLLGATE = {
+    "kind": "AuthorizationPolicy",
+    "metadata": {"name": "route-to-tollgate", "namespace": "default"},
+    "spec": {"action": "CUSTOM", "provider": {"name": "tollgate"}, "rules": [{}]}}
+MESH = {"extensionProviders": [{"name": "tollgate",
+                                "envoyExtAuthzGrpc": {"service": "tollgate-agent.local",
+                                                      "port": 15011}}]}
+
+
+def table_file(policies, mesh=None):
+    f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+    json.dump(dict({"policies": policies, "workload": WORKLOAD}, **({"mesh": mesh} if mesh else {})),
+              f)
+    f.close()
+    return f.name
 
 
 class Server:
@@ -298,15 +318,13 @@ class ExtAuthzClientTest(unittest.TestCase):
     def setUpClass(cls):
         if not SERVER or not TOLLGATE:
             raise unittest.SkipTest("TOLLGATE_GRPC_SERVER and TOLLGATE_BINARY must be set")
-        cls.table = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-        json.dump({"policies": POLICIES, "workload": WORKLOAD}, cls.table)
-        cls.table.close()
-        cls.server = Server("--table", cls.table.name, "--jwt-payload-key", "payload")
+        cls.table = table_file(POLICIES)
+        cls.server = Server("--table", cls.table, "--jwt-payload-key", "payload")
 
     @classmethod
     def tearDownClass(cls):
         status = cls.server.stop()
-        os.unlink(cls.table.name)
+        os.unlink(cls.table)
         assert status == 0, "grpc_test_server exited with %d" % status
 
     def check(self, req):
@@ -350,6 +368,29 @@ class ExtAuthzClientTest(unittest.TestCase):
         self.assertGreater(outcomes["ALLOW"], 50)
         self.assertGreater(outcomes["DENY"], 50)
         self.assertGreaterEqual(len(deciders), 10)
+
+    def test_the_custom_policy_routing_to_the_agent_is_answered_by_the_rest_of_the_table(self):
+        policies = [ROUTE_TO_TOLLGATE] + POLICIES
+        path = table_file(policies, MESH)
+        server = Server("--table", path, "--jwt-payload-key", "payload", "--self-provider",
+                        "tollgate")
+        try:
+            rng = random.Random(7)
+            pairs = [generate(rng) for _ in range(150)]
+            for _, j in pairs:
+                j["extAuthzDecision"] = {"tollgate": "ALLOW"}
+            expected = eval_decisions([j for _, j in pairs], policies, MESH)
+            allowed = 0
+            for (req, j), want in zip(pairs, expected):
+                with self.subTest(request=j):
+                    got = server.stub.Check(req, timeout=TIMEOUT)
+                    self.assertEqual(got.status.code, 0 if want["decision"] == "ALLOW" else 7)
+                    self.assertNotEqual(want["policy"], "default/route-to-tollgate")
+                    allowed += want["decision"] == "ALLOW"
+            self.assertGreater(allowed, 20)
+        finally:
+            self.assertEqual(server.stop(), 0)
+            os.unlink(path)
 
     def test_health_is_serving_with_a_table(self):
         for service in ("", "envoy.service.auth.v3.Authorization"):

@@ -1,5 +1,6 @@
 // The agent's gRPC server for test clients in other processes (test/grpc/ext_authz_client_test.py):
-//   grpc_test_server [--table INPUT.json] [--jwt-payload-key KEY] [--max-headers N]
+//   grpc_test_server [--table INPUT.json] [--jwt-payload-key KEY] [--self-provider NAME]
+//                    [--max-headers N]
 // INPUT.json is a `tollgate eval` input without its request ({"policies", "workload", "mesh"});
 // without --table the server has no table. Prints "port N" once serving, serves until standard
 // input closes, then stops and exits 0.
@@ -50,6 +51,8 @@ int main(int argc, char** argv) {
       authorizer.activate(std::move(table));
     } else if (arg == "--jwt-payload-key") {
       options.mapping.jwt_payload_key = value;
+    } else if (arg == "--self-provider") {
+      options.mapping.self_provider = value;
     } else if (arg == "--max-headers") {
       options.mapping.max_headers = std::stoul(value);
     } else {

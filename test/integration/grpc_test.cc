@@ -709,6 +709,37 @@ TEST_CASE("the decision hook sees every decided request with its answer, and ref
   CHECK(seen.longest > std::chrono::nanoseconds(0));
 }
 
+TEST_CASE("with a self provider, the CUSTOM policy routing to the agent is decided by the rest") {
+  // The table holds the CUSTOM policy Istio uses to route to the agent, for provider
+  // "tollgate", plus a DENY policy.
+  const auto policies = testing::mk_policies(R"(
+kind: AuthorizationPolicy
+metadata: {name: route-to-tollgate, namespace: default}
+spec: {action: CUSTOM, provider: {name: tollgate}, rules: [{}]}
+---
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: default}
+spec: {action: DENY, rules: [{to: [{operation: {paths: ["/admin*"]}}]}]}
+)");
+  policy::MeshConfig mesh;
+  mesh.extension_providers.push_back({"tollgate", "grpc"});
+  auto table = std::make_shared<agent::ActiveTable>();
+  table->table = compile::compile_table(policies, testing::mk_workload("default"), mesh);
+  for (const bool self : {false, true}) {
+    agent::GrpcServerOptions o;
+    if (self) o.mapping.self_provider = "tollgate";
+    Fixture fx(false, o);
+    fx.authorizer.activate(table);
+    const auto ok = fx.check(testing::mk_http_check("GET", "/x"));
+    const auto admin = fx.check(testing::mk_http_check("GET", "/admin"));
+    INFO("self provider: " << self);
+    CHECK(ok.status().code() == (self ? 0 : 7));  // without it, a CUSTOM rule with no answer
+    CHECK(admin.status().code() == 7);
+    CHECK(header_map(admin.denied_response().headers())["X-Tollgate-Policy"] ==
+          (self ? "default/deny-admin" : "default/route-to-tollgate"));
+  }
+}
+
 TEST_CASE("start refuses a port in use and a bad address; stop ends serving and may be repeated") {
   Fixture fx;
   agent::Authorizer other;

@@ -274,3 +274,14 @@ TEST_CASE("metadata written as google.protobuf.Struct reads as protobuf's own JS
   (*c.mutable_attributes()->mutable_metadata_context()->mutable_filter_metadata())["ns"] = wire;
   CHECK(mapped(c).dynamic_metadata["ns"] == json::parse(expected));
 }
+
+TEST_CASE("a self provider answers its own CUSTOM rules ALLOW; without one there is no answer") {
+  auto c = mk_http_check("GET", "/");
+  CHECK(mapped(c).ext_authz_by_provider.empty());
+  CHECK_FALSE(mapped(c).ext_authz_default);
+  agent::CheckMappingOptions o;
+  o.self_provider = "tollgate";
+  const eval::Request r = mapped(c, o);
+  CHECK(r.ext_authz_by_provider == std::map<std::string, std::string>{{"tollgate", "ALLOW"}});
+  CHECK_FALSE(r.ext_authz_default);  // other providers stay unanswered
+}

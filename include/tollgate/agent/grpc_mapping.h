@@ -32,6 +32,12 @@ struct CheckMappingOptions {
   // A request with more header entries than this is refused. Envoy sends at most its
   // max_headers_count (100 by default).
   std::size_t max_headers = 1024;
+  // The name of the mesh's extension provider that routes to this agent, when an Istio CUSTOM
+  // policy does (`--grpc-provider-name`). The table's CUSTOM rules for that provider are then
+  // the question being asked: the request carries the provider's answer as ALLOW, so the
+  // table's DENY and ALLOW policies decide it. Empty: no answer for any provider, and a
+  // CUSTOM rule that matches denies (fail closed).
+  std::string self_provider;
 };
 
 // The request `check` describes. An error names what cannot be read ("attributes.source.
