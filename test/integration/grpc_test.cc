@@ -14,6 +14,8 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <random>
@@ -710,21 +712,27 @@ TEST_CASE("the decision hook sees every decided request with its answer, and ref
 }
 
 TEST_CASE("with a self provider, the CUSTOM policy routing to the agent is decided by the rest") {
-  // The table holds the CUSTOM policy Istio uses to route to the agent, for provider
-  // "tollgate", plus a DENY policy.
-  const auto policies = testing::mk_policies(R"(
-kind: AuthorizationPolicy
-metadata: {name: route-to-tollgate, namespace: default}
-spec: {action: CUSTOM, provider: {name: tollgate}, rules: [{}]}
----
+  // The CUSTOM policy of examples/agent/istio-ext-authz-grpc.yaml, which routes the
+  // workload's requests to provider "tollgate", and a DENY policy.
+  std::ifstream in(std::string(TOLLGATE_SOURCE_DIR) + "/examples/agent/istio-ext-authz-grpc.yaml");
+  const std::string example((std::istreambuf_iterator<char>(in)), {});
+  auto docs = policy::parse_documents(example, "istio-ext-authz-grpc.yaml");
+  REQUIRE(docs.ok());
+  auto policies = testing::mk_policies(R"(
 kind: AuthorizationPolicy
 metadata: {name: deny-admin, namespace: default}
 spec: {action: DENY, rules: [{to: [{operation: {paths: ["/admin*"]}}]}]}
 )");
+  for (const auto& d : *docs) {
+    if (policy::is_authorization_policy(d.object))
+      policies.push_back(policy::parse_policy(d.object));
+  }
+  REQUIRE(policies.size() == 2);
   policy::MeshConfig mesh;
   mesh.extension_providers.push_back({"tollgate", "grpc"});
   auto table = std::make_shared<agent::ActiveTable>();
-  table->table = compile::compile_table(policies, testing::mk_workload("default"), mesh);
+  table->table =
+      compile::compile_table(policies, testing::mk_workload("default", {{"app", "backend"}}), mesh);
   for (const bool self : {false, true}) {
     agent::GrpcServerOptions o;
     if (self) o.mapping.self_provider = "tollgate";
