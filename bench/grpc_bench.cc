@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 #include <sched.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -186,6 +187,27 @@ class TrivialService final : public auth::Authorization::CallbackService {
   }
 };
 
+// The agent's handler on grpc++'s callback API instead of the async one the server uses
+// (which measured more calls per CPU second), to keep the comparison at hand.
+class CallbackTollgate final : public auth::Authorization::CallbackService {
+ public:
+  explicit CallbackTollgate(const agent::Authorizer& a) : authorizer_(a) {}
+  grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context,
+                                  const auth::CheckRequest* request,
+                                  auth::CheckResponse* response) override {
+    auto mapped = agent::map_check_request(*request, options_);
+    agent::fill_check_response(
+        mapped.ok() ? authorizer_.decide(*mapped) : agent::Authorizer::refuse("x"), *response);
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  const agent::Authorizer& authorizer_;
+  const agent::CheckMappingOptions options_;
+};
+
 // The reference on grpc++'s async API: one thread polls the completion queue and answers.
 class AsyncTrivial {
  public:
@@ -203,11 +225,6 @@ class AsyncTrivial {
       while (cq_->Next(&tag, &ok)) static_cast<Call*>(tag)->proceed(ok);
     });
     return port;
-  }
-  void stop() {
-    server_->Shutdown();
-    cq_->Shutdown();
-    thread_.join();
   }
 
  private:
@@ -283,9 +300,16 @@ int serve(const std::string& kind) {
       return 1;
     }
     port = *p;
+  } else if (kind == "tollgate-callback") {
+    auto* service = new CallbackTollgate(authorizer);  // lives until _Exit
+    grpc::ServerBuilder b;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    b.RegisterService(service);
+    trivial_server = b.BuildAndStart();
+    if (!trivial_server) return 1;
   } else if (kind == "trivial-async") {
-    static AsyncTrivial async;
-    port = async.start();
+    auto* async = new AsyncTrivial();  // lives until _Exit
+    port = async->start();
   } else {
     grpc::ServerBuilder b;
     b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -302,11 +326,9 @@ int serve(const std::string& kind) {
     tollgate_server->stop();
     std::printf("handler_ns p50 %.0f p99 %.0f p999 %.0f\n", handler.quantile(0.5),
                 handler.quantile(0.99), handler.quantile(0.999));
-  } else {
-    trivial_server->Shutdown();
   }
   std::fflush(stdout);
-  return 0;
+  std::_Exit(0);  // the references need no orderly shutdown
 }
 
 struct Child {
@@ -377,8 +399,41 @@ struct Client {
   }
 };
 
-// One call in flight at a time per loop; `loops` loops; counts completions until `until`.
-double throughput(Client& client, int loops, std::chrono::duration<double> how_long) {
+// CPU seconds (user + system) process `pid` has used.
+double cpu_seconds(pid_t pid) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (f == nullptr) return 0;
+  char buf[1024];
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  // Fields after the command name (which ends with the last ')'): 14 utime, 15 stime.
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr) return 0;
+  unsigned long utime = 0, stime = 0;
+  if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) !=
+      2) {
+    return 0;
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double self_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+struct Throughput {
+  double calls_per_s = 0;
+  double server_cpu = 0;  // the server's CPU seconds per second of the measure
+  double client_cpu = 0;
+};
+
+// `loops` loops of one call in flight each; completions counted over `how_long`.
+Throughput throughput(Client& client, pid_t server, int loops,
+                      std::chrono::duration<double> how_long) {
   struct Loop {
     std::unique_ptr<grpc::ClientContext> ctx;
     auth::CheckResponse response;
@@ -411,15 +466,18 @@ double throughput(Client& client, int loops, std::chrono::duration<double> how_l
   for (std::size_t i = 0; i < state.size(); ++i) issue(i);
   std::this_thread::sleep_for(300ms);  // warm-up
   const std::uint64_t start_count = done.load();
+  const double server_start = cpu_seconds(server), client_start = self_cpu_seconds();
   const auto start = Clock::now();
   std::this_thread::sleep_for(how_long);
   const std::uint64_t end_count = done.load();
   const auto end = Clock::now();
+  const double server_end = cpu_seconds(server), client_end = self_cpu_seconds();
   stop = true;
   std::unique_lock lock(mu);
   cv.wait(lock, [&] { return running.load() == 0; });
-  return static_cast<double>(end_count - start_count) /
-         std::chrono::duration<double>(end - start).count();
+  const double wall = std::chrono::duration<double>(end - start).count();
+  return {static_cast<double>(end_count - start_count) / wall, (server_end - server_start) / wall,
+          (client_end - client_start) / wall};
 }
 
 struct Latency {
@@ -473,9 +531,9 @@ Latency latency(Client& client, double rate, std::chrono::duration<double> how_l
   return {at(0.5), at(0.99), at(0.999)};
 }
 
-// The handler's work without gRPC, on this thread: parse the CheckRequest bytes, map, decide,
-// build and serialize the CheckResponse. ns per call.
-double handler_ns(std::chrono::duration<double> how_long) {
+// The handler's work without gRPC, on this thread, up to `stage`: 1 parse the CheckRequest
+// bytes, 2 and map them, 3 and decide, 4 and build and serialize the CheckResponse. ns per call.
+double handler_ns(int stage, std::chrono::duration<double> how_long) {
   agent::Authorizer authorizer;
   authorizer.activate(mk_table());
   std::vector<std::string> bytes;
@@ -486,24 +544,30 @@ double handler_ns(std::chrono::duration<double> how_long) {
   const auto end = start + how_long;
   auto now = start;
   std::string out;
+  alignas(std::max_align_t) static char initial[8192];
   while (now < end) {
     for (int i = 0; i < 1000; ++i) {
-      google::protobuf::Arena arena;
+      google::protobuf::ArenaOptions arena_options;
+      arena_options.initial_block = initial;
+      arena_options.initial_block_size = sizeof initial;
+      google::protobuf::Arena arena(arena_options);
       auto* check = google::protobuf::Arena::CreateMessage<auth::CheckRequest>(&arena);
-      if (!check->ParseFromString(bytes[calls % bytes.size()])) std::abort();
+      if (!check->ParseFromString(bytes[calls++ % bytes.size()])) std::abort();
+      if (stage < 2) continue;
       auto mapped = agent::map_check_request(*check, options);
+      if (stage < 3) continue;
       const agent::Answer a =
           mapped.ok() ? authorizer.decide(*mapped) : agent::Authorizer::refuse("x");
+      allowed += a.allowed ? 1 : 0;
+      if (stage < 4) continue;
       auto* response = google::protobuf::Arena::CreateMessage<auth::CheckResponse>(&arena);
       agent::fill_check_response(a, *response);
       out.clear();
       response->SerializeToString(&out);
-      allowed += a.allowed ? 1 : 0;
-      ++calls;
     }
     now = Clock::now();
   }
-  if (allowed == 0 || allowed == calls) std::abort();  // both outcomes are measured
+  if (stage >= 3 && (allowed == 0 || allowed == calls)) std::abort();  // both outcomes measured
   return std::chrono::duration<double, std::nano>(now - start).count() / static_cast<double>(calls);
 }
 
@@ -552,33 +616,42 @@ int main(int argc, char** argv) {
           : "no pinning (taskset or a second CPU missing)",
       rounds, seconds, mk_requests().size());
 
-  std::printf(
-      "handler work in-process (parse, map, decide, respond, serialize): %.0f ns per call\n",
-      handler_ns(std::chrono::duration<double>(seconds / 2)));
+  {
+    const auto d = std::chrono::duration<double>(seconds / 4);
+    const double parse = handler_ns(1, d), map = handler_ns(2, d), decide = handler_ns(3, d),
+                 all = handler_ns(4, d);
+    std::printf(
+        "handler work in-process: %.0f ns per call = parse %.0f + map %.0f + decide %.0f "
+        "+ respond %.0f\n",
+        all, parse, map - parse, decide - map, all - decide);
+  }
   if (rounds == 0) return 0;  // --rounds 0: the in-process figure only
   std::vector<std::string> kinds = {"trivial", "tollgate"};
   kinds.insert(kinds.end(), extra_kinds.begin(), extra_kinds.end());
   const std::size_t n = kinds.size();
-  std::vector<std::vector<double>> qps(n), p99(n), p50(n), p999(n);
+  std::vector<std::vector<double>> qps(n), p99(n), p50(n), p999(n), per_cpu(n);
   for (int round = 1; round <= rounds; ++round) {
     for (std::size_t k = 0; k < n; ++k) {
       Child c = spawn_server(self, kinds[k], pin);
-      double q = 0;
+      Throughput t;
       Latency l;
       {
         Client client(c.port);
-        q = throughput(client, 4, std::chrono::duration<double>(seconds));
+        t = throughput(client, c.pid, 4, std::chrono::duration<double>(seconds));
         l = latency(client, 10000, std::chrono::duration<double>(seconds));
       }
+      const double q = t.calls_per_s;
+      per_cpu[k].push_back(t.server_cpu > 0 ? q / t.server_cpu : 0);
       const std::string tail = stop_server(c);
       qps[k].push_back(q);
       p50[k].push_back(l.p50_us);
       p99[k].push_back(l.p99_us);
       p999[k].push_back(l.p999_us);
       std::printf(
-          "round %d %-13s %8.0f calls/s (4 concurrent)   at 10,000/s: p50 %6.1f us  "
-          "p99 %6.1f us  p99.9 %6.1f us\n",
-          round, kinds[k].c_str(), q, l.p50_us, l.p99_us, l.p999_us);
+          "round %d %-13s %6.0f calls/s (4 concurrent; server CPU %3.0f%%, client %3.0f%%: %6.0f "
+          "per server CPU s)   at 10,000/s: p50 %6.1f us  p99 %7.1f us  p99.9 %7.1f us\n",
+          round, kinds[k].c_str(), q, 100 * t.server_cpu, 100 * t.client_cpu, per_cpu[k].back(),
+          l.p50_us, l.p99_us, l.p999_us);
       if (!tail.empty())
         std::printf("    tollgate handler (map + decide + respond): %s", tail.c_str());
       std::fflush(stdout);
@@ -586,9 +659,9 @@ int main(int argc, char** argv) {
   }
   std::printf("\n");
   for (std::size_t k = 2; k < n; ++k) {
-    std::printf("%s: %.0f calls/s (%s), p99 %.1f us (%s)\n", kinds[k].c_str(), median(qps[k]),
-                range(qps[k], "%.0f-%.0f").c_str(), median(p99[k]),
-                range(p99[k], "%.1f-%.1f").c_str());
+    std::printf("%s: %.0f calls/s (%s), %.0f per server CPU s, p99 %.1f us (%s)\n",
+                kinds[k].c_str(), median(qps[k]), range(qps[k], "%.0f-%.0f").c_str(),
+                median(per_cpu[k]), median(p99[k]), range(p99[k], "%.1f-%.1f").c_str());
   }
   const double q_t = median(qps[1]), q_r = median(qps[0]);
   const double l_t = median(p99[1]), l_r = median(p99[0]);
@@ -600,6 +673,9 @@ int main(int argc, char** argv) {
       "p99 round trip at 10,000 calls/s: tollgate %.1f us (%s), trivial %.1f us (%s); "
       "added by deciding %.1f us\n",
       l_t, range(p99[1], "%.1f-%.1f").c_str(), l_r, range(p99[0], "%.1f-%.1f").c_str(), l_t - l_r);
+  std::printf("calls per second of server CPU: tollgate %.0f (%s), trivial %.0f (%s); ratio %.2f\n",
+              median(per_cpu[1]), range(per_cpu[1], "%.0f-%.0f").c_str(), median(per_cpu[0]),
+              range(per_cpu[0], "%.0f-%.0f").c_str(), median(per_cpu[1]) / median(per_cpu[0]));
   std::printf("p50 round trip at 10,000 calls/s: tollgate %.1f us, trivial %.1f us\n",
               median(p50[1]), median(p50[0]));
   std::printf("targets: >= 50,000 calls/s: %s; p99 <= 200 us: %s\n",

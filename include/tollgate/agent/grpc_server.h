@@ -1,7 +1,8 @@
 // The agent's gRPC listener (`tollgate agent --grpc-listen`, docs/agent.md#grpc-ext_authz):
 // envoy.service.auth.v3.Authorization/Check decided by an Authorizer, and
-// grpc.health.v1.Health/Check, over plaintext HTTP/2 (grpc++). Calls run on grpc++'s threads,
-// concurrently; start() and stop() are called from one thread. grpc++ stays out of this header.
+// grpc.health.v1.Health/Check, over plaintext HTTP/2 (grpc++'s async API). Calls run on the
+// server's own threads (GrpcServerOptions::threads), concurrently when there are several;
+// start() and stop() are called from one thread. grpc++ stays out of this header.
 #pragma once
 
 #include <chrono>
@@ -29,6 +30,9 @@ struct GrpcServerOptions {
   DecisionHook on_decision;
   // A larger message fails with RESOURCE_EXHAUSTED before it is read (grpc++'s default).
   int max_receive_message_bytes = 4 * 1024 * 1024;
+  // Threads serving calls, each polling its own completion queue (`--grpc-threads`). One
+  // suits a sidecar: a call then runs on the thread that read it.
+  int threads = 1;
 };
 
 class GrpcServer {
@@ -46,8 +50,9 @@ class GrpcServer {
   // rest and returns. Does nothing when not started.
   void stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
 
+  struct Impl;  // grpc++'s server, queues and threads; opaque here
+
  private:
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
