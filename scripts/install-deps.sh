@@ -9,6 +9,8 @@ packages=(
   libboost-dev libboost-system-dev libssl-dev
   nlohmann-json3-dev libsimdjson-dev libyaml-dev libcli11-dev
   catch2 librapidcheck-dev prometheus-cpp-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # the agent's gRPC
+  python3-grpcio python3-grpc-tools python3-h2  # test/grpc: the independent ext_authz client
   wrk nginx-light  # bench/serve
 )
 
