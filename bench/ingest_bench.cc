@@ -121,8 +121,9 @@ std::string range(const std::vector<double>& v, const char* unit, double scale =
 class MemoryTransport final : public k8s::Transport {
  public:
   explicit MemoryTransport(const std::vector<std::string>& pages) : pages_(pages) {}
+  using k8s::Transport::get;
   util::Result<k8s::HttpResponse> get(const std::string& target, std::chrono::milliseconds,
-                                      std::size_t) override {
+                                      std::size_t, const k8s::HeaderList&) override {
     const auto pos = target.find("continue=");
     const std::size_t page = pos == std::string::npos ? 0 : std::stoul(target.substr(pos + 9));
     k8s::HttpResponse r;

@@ -11,7 +11,7 @@ packages=(
   catch2 librapidcheck-dev prometheus-cpp-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # the agent's gRPC
   python3-grpcio python3-grpc-tools python3-h2  # test/grpc: the independent ext_authz client
-  wrk nginx-light  # bench/serve
+  wrk nginx-light caddy curl openssl  # bench/serve; the agent behind real proxies (test/proxy)
 )
 
 if [[ "${TOLLGATE_SKIP_APT:-0}" == 1 ]]; then

@@ -58,7 +58,7 @@ json to_json(const tollgate::wire::Struct& s) {
 
 // The peer's principal as Istio writes it: its SPIFFE id without "spiffe://". Envoy sends
 // the certificate's URI SAN, else a DNS SAN, else its subject; only a SPIFFE id is an identity
-// (as for the HTTP endpoints, docs/api.md#peer-identity), anything else is a plaintext peer.
+// (as for the HTTP endpoints, docs/agent.md#peer-identity), anything else is a plaintext peer.
 std::optional<std::string> principal(const auth::AttributeContext::Peer& peer) {
   const std::string& p = peer.principal();
   if (p.size() > kSpiffe.size() && p.starts_with(kSpiffe)) return p.substr(kSpiffe.size());

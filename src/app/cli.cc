@@ -53,6 +53,49 @@ CLI::App* add_run(CLI::App& app, RunOptions& run) {
   return rn;
 }
 
+// `agent`'s options (docs/agent.md).
+CLI::App* add_agent(CLI::App& app, AgentOptions& a) {
+  auto* ag = app.add_subcommand("agent", "Run the sidecar agent: enforce the pod's table");
+  ag->add_option("--controller", a.controller, "the controller's URL (http:// or https://)")
+      ->required();
+  ag->add_option("--controller-ca", a.controller_ca, "CA certificates (PEM) for an https:// controller");
+  ag->add_option("--token-file", a.token_file,
+                 "a bearer token presented to the controller (re-read when it changes)");
+  ag->add_option("--namespace", a.namespace_, "the pod's namespace (default: $POD_NAMESPACE)");
+  ag->add_option("--pod", a.pod, "the pod's name (default: $POD_NAME)");
+  ag->add_option("--listen", a.listen, "serve the authorization endpoints on ADDR:PORT")
+      ->capture_default_str();
+  ag->add_option("--state-dir", a.state_dir,
+                 "keep the last good table here across restarts (an emptyDir)")
+      ->required();
+  ag->add_option("--port", a.port, "the workload port, when the proxy sends none")
+      ->check(CLI::Range(1, 65535));
+  ag->add_option("--wait", a.wait_seconds, "long-poll wait asked of the controller, seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
+  ag->add_option("--http-threads", a.http_threads, "HTTP worker threads")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  ag->add_option("--port-file", a.port_file, "write the bound HTTP port to this file");
+  ag->add_option("--decision-log", a.decision_log, "append every decision to FILE as JSON lines");
+  ag->add_option("--decision-log-header", a.decision_log_headers,
+                 "a header whose value the decision log keeps (repeatable; others: names only)");
+  ag->add_option("--grpc-listen", a.grpc_listen,
+                 "serve Envoy's gRPC ext_authz (and gRPC health) on ADDR:PORT");
+  ag->add_option("--grpc-port-file", a.grpc_port_file, "write the bound gRPC port to this file");
+  ag->add_option("--grpc-threads", a.grpc_threads, "gRPC threads")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  ag->add_option("--jwt-metadata-key", a.jwt_metadata_key,
+                 "the dynamic-metadata namespace holding the validated JWT payload")
+      ->capture_default_str();
+  ag->add_option("--jwt-payload-key", a.jwt_payload_key,
+                 "the jwt_authn provider's payload_in_metadata (default: the only one)");
+  ag->add_option("--grpc-provider-name", a.grpc_provider_name,
+                 "the mesh extension provider name routing to this agent (Istio CUSTOM)");
+  return ag;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -99,6 +142,8 @@ int run_cli(int argc, char** argv) {
 
   RunOptions run;
   auto* rn = add_run(app, run);
+  AgentOptions agent;
+  auto* ag = add_agent(app, agent);
 
   try {
     app.parse(argc, argv);
@@ -114,6 +159,7 @@ int run_cli(int argc, char** argv) {
     if (*chk) return run_check(check);
     if (*lnt) return run_lint(lint);
     if (*rn) return run_controller(run);
+    if (*ag) return run_agent(agent);
   } catch (const std::exception& e) {
     std::cerr << "tollgate: " << e.what() << "\n";
     return 2;

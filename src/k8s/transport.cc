@@ -84,13 +84,15 @@ class BeastTransport final : public Transport {
     return true;
   }
 
+  using Transport::get;
   util::Result<HttpResponse> get(const std::string& target, std::chrono::milliseconds timeout,
-                                 std::size_t max_body) override {
+                                 std::size_t max_body, const HeaderList& headers) override {
     for (int attempt = 0;; ++attempt) {
       const bool reused = connected();
       TOLLGATE_TRY(ready, connect(timeout));
       (void)ready;
       auto req = request(target);
+      for (const auto& [name, value] : headers) req.set(name, value);
       expire(timeout);
       auto ec = run([&](auto& s, auto done) { http::async_write(s, req, done); });
       http::response_parser<http::string_body> parser;

@@ -51,4 +51,27 @@ struct RunOptions {
 };
 int run_controller(const RunOptions& o);
 
+struct AgentOptions {
+  std::string controller;     // URL of `tollgate run`
+  std::string controller_ca;  // CA file for an https:// controller
+  std::string token_file;     // bearer token presented to the controller, re-read as it rotates
+  std::string namespace_, pod;  // default: $POD_NAMESPACE, $POD_NAME
+  std::string listen = "127.0.0.1:15010";
+  std::string state_dir;
+  int port = 0;  // the workload port when the proxy sends none; 0: none
+  int wait_seconds = 300;
+  int http_threads = 1;
+  std::string port_file;  // written with the bound HTTP port once listening
+  std::string decision_log;
+  std::vector<std::string> decision_log_headers;
+  // gRPC ext_authz (docs/agent.md#grpc-ext_authz); off without grpc_listen.
+  std::string grpc_listen;
+  std::string grpc_port_file;
+  int grpc_threads = 1;
+  std::string jwt_metadata_key = "envoy.filters.http.jwt_authn";
+  std::string jwt_payload_key;
+  std::string grpc_provider_name;
+};
+int run_agent(const AgentOptions& o);
+
 }  // namespace tollgate::app

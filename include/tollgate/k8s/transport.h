@@ -11,6 +11,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "tollgate/k8s/config.h"
 #include "tollgate/util/result.h"
@@ -27,14 +29,21 @@ struct HttpResponse {
   }
 };
 
+// Request header fields to send besides Host, User-Agent, Accept and Authorization.
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
 class Transport {
  public:
   virtual ~Transport() = default;
-  // GET `target` (path and query, without the server's base path) and read the whole body,
-  // at most `max_body` bytes, within `timeout`.
+  // GET `target` (path and query, without the server's base path) with `headers`, and read
+  // the whole body, at most `max_body` bytes, within `timeout`.
   virtual util::Result<HttpResponse> get(const std::string& target,
-                                         std::chrono::milliseconds timeout,
-                                         std::size_t max_body) = 0;
+                                         std::chrono::milliseconds timeout, std::size_t max_body,
+                                         const HeaderList& headers) = 0;
+  util::Result<HttpResponse> get(const std::string& target, std::chrono::milliseconds timeout,
+                                 std::size_t max_body) {
+    return get(target, timeout, max_body, HeaderList{});
+  }
   // GET a streaming response (a watch). For a 200, each complete line of the body goes to
   // `on_line` (return false to stop reading); the call returns when the server ends the
   // stream. Other statuses return with their body. Errors: connection problems, no byte
