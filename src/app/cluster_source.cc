@@ -93,7 +93,7 @@ ClusterSource::ClusterSource(k8s::ClusterConfig config, Sink sink, ClusterSource
 
 ClusterSource::~ClusterSource() { stop(); }
 
-util::Result<bool> ClusterSource::start() {
+util::Status ClusterSource::start() {
   tokens_ = std::make_shared<k8s::TokenSource>(config_);
   struct Spec {
     index::Kind kind;
@@ -122,17 +122,18 @@ util::Result<bool> ClusterSource::start() {
     watchers_.push_back(
         std::make_unique<k8s::Watcher>(std::move(o), std::move(transport), *feeds_.back()));
   }
-  for (auto& w : watchers_) {
-    threads_.emplace_back([w = w.get()] {
-      try {
-        w->run();
-      } catch (const std::exception& e) {
-        util::log_error("watcher thread failed", {{"error", e.what()}});
+  for (std::size_t i = 0; i < watchers_.size(); ++i) {
+    threads_.emplace_back([this, w = watchers_[i].get(), kind = specs[i].kind] {
+      auto failure = util::run_catching([w] { w->run(); });
+      if (!failure && !w->stopped()) failure = "the watch loop returned before stop()";
+      if (failure) {
+        util::report_thread_failure(options_.failures,
+                                    std::string("watcher ") + index::kind_name(kind), *failure);
       }
     });
   }
   util::log_info("watching the cluster", {{"config", config_.description}});
-  return true;
+  return util::ok();
 }
 
 void ClusterSource::stop() {

@@ -1,6 +1,10 @@
 // `tollgate run`: the controller. Sources feed the index thread, which publishes snapshots;
 // the decision service (server module) serves them until SIGTERM/SIGINT. With --once, every
-// table is printed as a JSON line on stdout once synced, and nothing is served.
+// table is printed as a JSON line on stdout once synced, and nothing is served. A controller
+// thread that dies turns /readyz to 503 and wakes the main thread as SIGTERM would: it drains
+// and exits 1.
+#include <pthread.h>
+
 #include <csignal>
 #include <fstream>
 #include <iostream>
@@ -54,15 +58,8 @@ void print_pod(std::ostream& out, const publish::Snapshot& s, const std::string&
   out << line;
 }
 
-std::unique_ptr<server::Server> start_service(const RunOptions& o, publish::Publisher& publisher) {
-  publisher.add_listener([](const publish::SnapshotBuilder::Result& r) {
-    const auto& s = *r.snapshot;
-    util::log_info("snapshot published", {{"revision", std::to_string(s.revision)},
-                                          {"synced", s.synced ? "true" : "false"},
-                                          {"pods", std::to_string(s.pods)},
-                                          {"tables", std::to_string(s.tables)},
-                                          {"changed", std::to_string(r.changed_pods.size())}});
-  });
+std::unique_ptr<server::Server> start_service(const RunOptions& o, publish::Publisher& publisher,
+                                              const util::ThreadFailures& failures) {
   server::ServerOptions so;
   so.listen = o.listen;
   so.max_wait = std::chrono::seconds(o.max_wait_seconds);
@@ -71,6 +68,7 @@ std::unique_ptr<server::Server> start_service(const RunOptions& o, publish::Publ
   so.tls_cert_file = o.tls_cert;
   so.tls_key_file = o.tls_key;
   so.tls_client_ca_file = o.tls_client_ca;
+  so.failures = &failures;
   auto service = std::make_unique<server::Server>(std::move(so), publisher);  // before start()
   auto started = service->start();
   if (!started.ok()) {
@@ -89,10 +87,16 @@ std::unique_ptr<server::Server> start_service(const RunOptions& o, publish::Publ
 }
 
 // --once: every table once synced, as JSON lines on stdout.
-int print_once(publish::Publisher& publisher, bool cluster, ClusterSource* watch) {
-  auto s = publisher.wait_for([](const publish::Snapshot& x) { return x.synced; },
-                              cluster ? std::chrono::seconds(120) : std::chrono::seconds(30));
+int print_once(publish::Publisher& publisher, bool cluster, ClusterSource* watch,
+               const util::ThreadFailures& failures) {
+  auto s = publisher.wait_for(
+      [&failures](const publish::Snapshot& x) { return x.synced || failures.failed(); },
+      cluster ? std::chrono::seconds(120) : std::chrono::seconds(30));
   if (watch != nullptr) watch->stop();
+  if (failures.failed()) {
+    std::cerr << "tollgate: a controller thread stopped: " << failures.cause() << "\n";
+    return 1;
+  }
   if (!s) {
     std::cerr << "tollgate: " << (cluster ? "the cluster" : "the manifests") << " did not sync\n";
     return 1;
@@ -111,15 +115,15 @@ struct Sources {
   std::unique_ptr<ClusterSource> watch;
 };
 
-util::Result<bool> start_sources(const RunOptions& o,
-                                 const std::optional<k8s::ClusterConfig>& cluster,
-                                 publish::Publisher& publisher, server::Server* service,
-                                 Sources& out) {
+util::Status start_sources(const RunOptions& o, const std::optional<k8s::ClusterConfig>& cluster,
+                           publish::Publisher& publisher, server::Server* service,
+                           util::ThreadFailures& failures, Sources& out) {
   auto sink = [&publisher](index::Event e) { return publisher.submit(std::move(e)); };
   if (cluster) {
-    out.watch = std::make_unique<ClusterSource>(*cluster, sink);
-    TOLLGATE_TRY(started, out.watch->start());
-    (void)started;
+    ClusterSourceOptions copts;
+    copts.failures = &failures;
+    out.watch = std::make_unique<ClusterSource>(*cluster, sink, copts);
+    TOLLGATE_TRY_STATUS(out.watch->start());
     if (service != nullptr) {
       service->set_source_stats([w = out.watch.get()] {
         std::vector<server::SourceStats> stats;
@@ -129,14 +133,15 @@ util::Result<bool> start_sources(const RunOptions& o,
         return stats;
       });
     }
-    return true;
+    return util::ok();
   }
   source::DirectoryOptions dopts;
   dopts.read.max_file_bytes = o.max_manifest_bytes;
+  dopts.failures = &failures;
   out.dir = std::make_unique<source::DirectorySource>(o.manifests, sink, dopts);
   if (!o.once) {
     out.dir->start();
-    return true;
+    return util::ok();
   }
   // --once: every manifest must read, or there is nothing to print.
   const auto problems = out.dir->load();
@@ -144,7 +149,7 @@ util::Result<bool> start_sources(const RunOptions& o,
     for (const auto& p : problems) std::cerr << "tollgate: " << p << "\n";
     return util::make_error("the manifests cannot all be read");
   }
-  return true;
+  return util::ok();
 }
 
 }  // namespace
@@ -176,28 +181,41 @@ int run_controller(const RunOptions& o) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  publish::Publisher publisher(*mesh);
+  // Declared before every thread that may report to it; a report wakes sigwait below (and a
+  // --once wait).
+  util::ThreadFailures failures;
+  publish::PublisherOptions popts;
+  popts.failures = &failures;
+  publish::Publisher publisher(*mesh, popts);
+  failures.add_listener([main_thread = pthread_self(), &publisher] {
+    publisher.wake_waiters();
+    pthread_kill(main_thread, SIGTERM);
+  });
   std::unique_ptr<server::Server> service;
   if (!o.once) {
-    service = start_service(o, publisher);
+    service = start_service(o, publisher, failures);
     if (!service) return 2;
   }
   publisher.start();
   Sources sources;
-  auto started = start_sources(o, cluster, publisher, service.get(), sources);
+  auto started = start_sources(o, cluster, publisher, service.get(), failures, sources);
   if (!started.ok()) {
     std::cerr << "tollgate: " << started.error().message << "\n";
     return o.once && !cluster ? 1 : 2;
   }
-  if (o.once) return print_once(publisher, cluster.has_value(), sources.watch.get());
+  if (o.once) return print_once(publisher, cluster.has_value(), sources.watch.get(), failures);
   int sig = 0;
   sigwait(&signals, &sig);
-  util::log_info("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  if (failures.failed()) {
+    util::log_error("shutting down: a controller thread stopped", {{"cause", failures.cause()}});
+  } else {
+    util::log_info("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  }
   if (service) service->shutdown();  // parked long-polls get 304
   if (sources.dir) sources.dir->stop();
   if (sources.watch) sources.watch->stop();
   publisher.stop();
-  return publisher.failed() ? 1 : 0;
+  return failures.failed() || publisher.failed() ? 1 : 0;
 }
 
 }  // namespace tollgate::app

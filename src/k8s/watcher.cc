@@ -7,6 +7,7 @@
 
 #include "tollgate/util/log.h"
 #include "tollgate/util/simdjson_helpers.h"
+#include "tollgate/util/thread_failure.h"
 
 namespace tollgate::k8s {
 
@@ -174,7 +175,7 @@ struct Watcher::Stream {
   bool expired = false;               // an ERROR event with 410
   bool error_event = false;           // another ERROR event
   Clock::time_point last_data = Clock::now();
-  HttpResponse response;  // a non-200 answer (Outcome::kStatus)
+  ApiResponse response;  // a non-200 answer (Outcome::kStatus)
   std::string padded;
   od::parser parser, object_parser;
 };
@@ -285,7 +286,7 @@ void Watcher::run() {
   }
 }
 
-Watcher::Outcome Watcher::classify(const HttpResponse& r, const std::string& what) {
+Watcher::Outcome Watcher::classify(const ApiResponse& r, const std::string& what) {
   stats_.errors++;
   const std::string msg = status_message(r.body);
   const std::string code = std::to_string(r.status);
@@ -318,6 +319,7 @@ Watcher::Outcome Watcher::list() {
   std::string cont;
   std::string list_rv;
   Pager pager;  // kept for the whole list: its buffers fit a page
+  util::log_debug("list started", {{"kind", options_.kind}, {"path", path()}});
   handler_.list_begin();
   for (;;) {
     if (stopped_) return Outcome::kStopped;
@@ -436,6 +438,7 @@ Watcher::Outcome Watcher::stream_list() {
   // The last complete state's version ("" after a 410: the newest, a consistent read).
   const std::string rv = resource_version();
   if (!rv.empty()) s.target += "&resourceVersion=" + url_encode(rv);
+  util::log_debug("streaming list started", {{"kind", options_.kind}, {"target", s.target}});
   const Outcome o = run_stream(s, options_.initial_events_idle);
   if (s.listed) {  // the stream went on as a watch, and ended
     if (o == Outcome::kStatus || o == Outcome::kStopped) return o;
@@ -477,6 +480,7 @@ Watcher::Outcome Watcher::watch() {
   s.idle = std::chrono::seconds(timeout) + options_.idle_slack;
   s.target = path() + "?watch=1&resourceVersion=" + url_encode(resource_version()) +
              "&allowWatchBookmarks=true&timeoutSeconds=" + std::to_string(timeout);
+  util::log_debug("watch started", {{"kind", options_.kind}, {"target", s.target}});
   Outcome o = run_stream(s, s.idle);
   if (o == Outcome::kStatus) {
     if (s.response.status == 410) {
@@ -522,6 +526,7 @@ Watcher::Outcome Watcher::run_stream(Stream& s, std::chrono::milliseconds first_
 }
 
 bool Watcher::on_line(Stream& s, std::string_view line) {
+  util::injection_point("watcher");
   progress_ = true;
   s.last_data = Clock::now();
   WatchLine w;

@@ -22,17 +22,20 @@ void Publisher::add_listener(Listener l) { listeners_.push_back(std::move(l)); }
 void Publisher::start() {
   if (thread_.joinable()) return;
   thread_ = std::thread([this] {
-    try {
-      run();
-    } catch (const std::exception& e) {
-      failed_ = true;
-      util::log_error("index thread failed", {{"error", e.what()}});
-    } catch (...) {
-      failed_ = true;
-      util::log_error("index thread failed");
-    }
-    published_.notify_all();
+    const auto failure = util::run_catching([this] { run(); });
+    if (!failure) return;
+    queue_.close();  // producers must not block on a queue nobody drains
+    // Reported before failed() turns true, so that a waiter who sees failed() also sees the
+    // report (its cause).
+    util::report_thread_failure(options_.failures, "index", *failure);
+    failed_ = true;
+    wake_waiters();
   });
+}
+
+void Publisher::wake_waiters() const {
+  std::lock_guard lock(mu_);  // a waiter between its test and its wait cannot miss this
+  published_.notify_all();
 }
 
 void Publisher::stop() {
@@ -46,6 +49,7 @@ Clock::duration Publisher::publish_now() {
   auto result = builder_.build(index_, changes);
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   cell_.publish(result.snapshot);
+  log_publish(result, seconds);
   {
     std::lock_guard lock(mu_);
     stats_.publishes++;
@@ -55,6 +59,24 @@ Clock::duration Publisher::publish_now() {
   published_.notify_all();
   for (const auto& l : listeners_) l(result);
   return Clock::now() - t0;
+}
+
+void Publisher::log_publish(const SnapshotBuilder::Result& r, double seconds) {
+  const auto& s = *r.snapshot;
+  if (s.synced && !synced_logged_) {
+    synced_logged_ = true;
+    util::log_info("first full sync published", {{"revision", std::to_string(s.revision)},
+                                                 {"pods", std::to_string(s.pods)},
+                                                 {"tables", std::to_string(s.tables)}});
+  }
+  if (!util::log_enabled(util::LogLevel::kDebug)) return;
+  util::log_debug("snapshot published", {{"revision", std::to_string(s.revision)},
+                                         {"synced", s.synced ? "true" : "false"},
+                                         {"pods", std::to_string(s.pods)},
+                                         {"tables", std::to_string(s.tables)},
+                                         {"changed", std::to_string(r.changed_pods.size())},
+                                         {"compiled", std::to_string(r.compiled)},
+                                         {"seconds", std::to_string(seconds)}});
 }
 
 void Publisher::run() {
@@ -69,6 +91,7 @@ void Publisher::run() {
     batch.clear();
     const bool open = queue_.pop_all(batch, deadline);
     if (!batch.empty()) {
+      util::injection_point("publisher");
       last_event = Clock::now();
       for (auto& e : batch) index_.apply(std::move(e));
       {

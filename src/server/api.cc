@@ -1,9 +1,6 @@
 #include "tollgate/server/api.h"
 
-#include <array>
-
 #include <charconv>
-#include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "tollgate/compile/compile.h"
@@ -13,6 +10,8 @@
 #include "tollgate/policy/parse.h"
 #include "tollgate/util/json_text.h"
 #include "tollgate/util/log.h"
+#include "tollgate/util/strings.h"
+#include "tollgate/util/time.h"
 
 namespace tollgate::server {
 
@@ -29,50 +28,6 @@ HttpResponse json_response(int status, std::string body) {
   r.status = status;
   r.body = std::move(body);
   return r;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Percent-decoding; nullopt for a malformed escape.
-std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%') {
-      if (i + 2 >= s.size()) return std::nullopt;
-      const int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out += static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else if (s[i] == '+' && plus_is_space) {
-      out += ' ';
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-std::vector<std::string_view> split(std::string_view s, char sep) {
-  std::vector<std::string_view> out;
-  while (true) {
-    const auto at = s.find(sep);
-    out.push_back(s.substr(0, at));
-    if (at == std::string_view::npos) break;
-    s.remove_prefix(at + 1);
-  }
-  return out;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
 }
 
 // Seconds as a non-negative integer; nullopt if it is not one.
@@ -124,41 +79,16 @@ HttpResponse error_response(int status, std::string_view message) {
   return http::error_response(status, message);
 }
 
-std::string rfc3339(std::chrono::system_clock::time_point t) {
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-  const auto secs = static_cast<std::time_t>(ms / 1000);
-  // Every table answer carries a time: the formatted second is kept per thread.
-  thread_local std::time_t cached_secs = -1;
-  thread_local std::array<char, 32> cached{};  // "YYYY-MM-DDTHH:MM:SS."
-  thread_local int cached_len = 0;
-  if (secs != cached_secs) {
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    cached_len = std::snprintf(cached.data(), cached.size(), "%04d-%02d-%02dT%02d:%02d:%02d.",
-                               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                               tm.tm_sec);
-    cached_secs = secs;
-  }
-  const int milli = static_cast<int>(ms % 1000);
-  std::string out(cached.data(), static_cast<std::size_t>(cached_len));
-  out += static_cast<char>('0' + milli / 100);
-  out += static_cast<char>('0' + milli / 10 % 10);
-  out += static_cast<char>('0' + milli % 10);
-  out += 'Z';
-  return out;
-}
-
 bool etag_matches(std::string_view if_none_match, std::string_view etag) {
   if (if_none_match.empty()) return false;
   auto strip = [](std::string_view s) {
-    s = trim(s);
+    s = util::trim(s);
     if (s.starts_with("W/")) s.remove_prefix(2);
     return s;
   };
   const auto want = strip(etag);
-  for (auto item : split(if_none_match, ',')) {
-    item = trim(item);
+  for (auto item : util::split(if_none_match, ',')) {
+    item = util::trim(item);
     if (item == "*" || strip(item) == want) return true;
   }
   return false;
@@ -183,11 +113,11 @@ Routed Api::route(const HttpRequest& r, std::size_t connections,
   // Query parameters.
   std::string pod_ip;
   std::optional<long long> wait;
-  for (auto kv : split(query, '&')) {
+  for (auto kv : util::split(query, '&')) {
     if (kv.empty()) continue;
     const auto eq = kv.find('=');
     const auto key = kv.substr(0, eq);
-    auto value = percent_decode(eq == std::string_view::npos ? "" : kv.substr(eq + 1), true);
+    auto value = util::percent_decode(eq == std::string_view::npos ? "" : kv.substr(eq + 1), true);
     if (!value) {
       out.response = error_response(400, "malformed percent-encoding in the query string");
       return out;
@@ -203,17 +133,17 @@ Routed Api::route(const HttpRequest& r, std::size_t connections,
     }
   }
   if (!wait && !r.prefer.empty()) {  // RFC 7240: Prefer: wait=N (among other preferences)
-    for (auto pref : split(r.prefer, ',')) {
-      for (auto part : split(pref, ';')) {
-        part = trim(part);
-        if (part.starts_with("wait=")) wait = parse_seconds(trim(part.substr(5)));
+    for (auto pref : util::split(r.prefer, ',')) {
+      for (auto part : util::split(pref, ';')) {
+        part = util::trim(part);
+        if (part.starts_with("wait=")) wait = parse_seconds(util::trim(part.substr(5)));
       }
     }
   }
 
   std::vector<std::string> segments;
-  for (auto seg : split(path, '/')) {
-    auto d = percent_decode(seg, false);
+  for (auto seg : util::split(path, '/')) {
+    auto d = util::percent_decode(seg, false);
     if (!d) {
       out.response = error_response(400, "malformed percent-encoding in the path");
       return out;
@@ -328,7 +258,7 @@ Api::TableAnswer Api::table(const std::shared_ptr<const publish::Snapshot>& snap
   headers += "\r\nX-Tollgate-Revision: ";
   headers += std::to_string(s.revision);
   headers += "\r\nX-Tollgate-Synced-At: ";
-  headers += rfc3339(s.fresh_as_of(now));
+  headers += util::rfc3339(s.fresh_as_of(now));
   headers += "\r\nCache-Control: no-cache\r\n";
   if (!q.ip.empty()) headers += "X-Tollgate-Pod: " + pod_key(*e) + "\r\n";
   if (etag_matches(q.if_none_match, e->table->etag)) {
@@ -482,6 +412,10 @@ HttpResponse Api::policy(const publish::Snapshot& s, std::string_view ns,
 }
 
 HttpResponse Api::readyz(const publish::Snapshot& s) const {
+  if (options_.failures != nullptr && options_.failures->failed()) {
+    return error_response(503, "a controller thread stopped (" + options_.failures->cause() +
+                                   "); the controller is shutting down to be restarted");
+  }
   if (!s.synced) {
     // Say why: each source's state (a manifest that cannot be read names itself there).
     HttpResponse r = not_synced();
@@ -514,7 +448,7 @@ HttpResponse Api::readyz(const publish::Snapshot& s) const {
   }
   return json_response(200, dump(json{{"ready", true},
                                       {"revision", s.revision},
-                                      {"syncedAt", rfc3339(s.fresh_as_of(now))},
+                                      {"syncedAt", util::rfc3339(s.fresh_as_of(now))},
                                       {"sources", health}}));
 }
 

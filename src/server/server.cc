@@ -71,7 +71,7 @@ class Controller final : public http::Handler {
  public:
   Controller(const ServerOptions& o, const std::shared_ptr<Shared>& shared)
       : shared_(shared),
-        api_(ApiOptions{o.max_wait, o.staleness}, shared->waiters, shared->metrics) {
+        api_(ApiOptions{o.max_wait, o.staleness, o.failures}, shared->waiters, shared->metrics) {
     sources_fn_ = [this] {
       std::lock_guard lock(sources_mu_);
       return sources_ ? sources_() : std::vector<SourceStats>{};
@@ -162,6 +162,7 @@ std::optional<http::Response> TableWait::serve() {
 std::optional<http::Response> TableWait::resume(bool timed_out) {
   // On a timeout, a failed unpark means a wake-up is already on its way: it answers.
   if (timed_out && !c_.waiters().unpark(key_, parked_as_)) return std::nullopt;
+  if (!timed_out) util::log_debug("long-poll woken by a publish", {{"pod", key_}});
   parked_as_ = nullptr;
   return serve();
 }
@@ -200,7 +201,7 @@ void Server::set_source_stats(std::function<std::vector<SourceStats>()> f) {
   impl_->controller.set_sources(std::move(f));
 }
 
-util::Result<bool> Server::start() { return impl_->http.start(); }
+util::Status Server::start() { return impl_->http.start(); }
 std::uint16_t Server::port() const { return impl_->http.port(); }
 void Server::shutdown() { impl_->http.shutdown(); }
 std::size_t Server::parked() const { return impl_->shared->waiters.parked(); }

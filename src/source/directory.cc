@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <utility>
 
@@ -381,10 +382,8 @@ void DirectorySource::start() {
   add_watches();
   load();
   thread_ = std::thread([this] {
-    try {
-      watch_loop();
-    } catch (const std::exception& e) {
-      util::log_error("manifest watch failed", {{"error", e.what()}});
+    if (auto failure = util::run_catching([this] { watch_loop(); })) {
+      util::report_thread_failure(options_.failures, "manifest watch", *failure);
     }
   });
 }
@@ -408,7 +407,7 @@ void DirectorySource::watch_loop() {
     pollfd fds[2] = {{inotify_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
     const int timeout = dirty ? static_cast<int>(options_.settle.count()) : -1;
     const int n = poll(fds, 2, timeout);
-    if (n < 0 && errno != EINTR) throw std::runtime_error("poll failed");
+    if (n < 0 && errno != EINTR) throw std::runtime_error(std::string("poll: ") + strerror(errno));
     if (fds[1].revents != 0) return;
     if (n == 0 && dirty) {  // quiet for `settle`: read what changed
       dirty = false;
@@ -427,6 +426,7 @@ void DirectorySource::watch_loop() {
     if ((fds[0].revents & POLLIN) == 0) continue;
     ssize_t len = 0;
     while ((len = read(inotify_fd_, buf, sizeof buf)) > 0) {
+      util::injection_point("directory");
       dirty = true;
       for (char* p = buf; p < buf + len;) {
         const auto* ev = reinterpret_cast<const inotify_event*>(p);

@@ -1,6 +1,8 @@
 // The cluster source: one Watcher per kind (AuthorizationPolicy v1 -> v1beta1, Pod,
 // ServiceAccount, Namespace), each on its own thread, decoding objects and feeding the
-// publisher's queue. start()/stop() from one thread; stats are thread-safe.
+// publisher's queue. A watcher thread that dies (an exception, or a return before stop()) is
+// reported to `ClusterSourceOptions::failures`. start()/stop() from one thread; stats are
+// thread-safe.
 #pragma once
 
 #include <atomic>
@@ -13,6 +15,7 @@
 #include "tollgate/index/objects.h"
 #include "tollgate/k8s/config.h"
 #include "tollgate/k8s/watcher.h"
+#include "tollgate/util/thread_failure.h"
 
 namespace tollgate::app {
 
@@ -23,6 +26,7 @@ struct ClusterSourceOptions {
   int min_watch_timeout_seconds = 300;
   std::chrono::milliseconds idle_slack{30000};
   util::Backoff backoff{};
+  util::ThreadFailures* failures = nullptr;  // told if a watcher thread dies; may be null
 };
 
 class ClusterSource {
@@ -33,7 +37,7 @@ class ClusterSource {
   ClusterSource(const ClusterSource&) = delete;
   ClusterSource& operator=(const ClusterSource&) = delete;
 
-  util::Result<bool> start();
+  util::Status start();
   void stop();
 
   struct KindStats {

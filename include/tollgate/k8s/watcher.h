@@ -79,8 +79,9 @@ struct WatcherStats {
 class Watcher {
  public:
   Watcher(WatcherOptions options, std::unique_ptr<Transport> transport, WatchHandler& handler);
-  void run();   // until stop()
-  void stop();  // thread-safe; run() returns promptly
+  void run();                                       // until stop()
+  void stop();                                      // thread-safe; run() returns promptly
+  bool stopped() const { return stopped_.load(); }  // stop() was called
   const WatcherStats& stats() const { return stats_; }
   WatcherState state() const { return state_.load(); }
   bool streaming_list() const { return streaming_.load(); }  // false once it fell back
@@ -106,7 +107,7 @@ class Watcher {
   Outcome watch();
   Outcome run_stream(Stream& s, std::chrono::milliseconds first_idle);
   bool on_line(Stream& s, std::string_view line);
-  Outcome classify(const HttpResponse& r, const std::string& what);
+  Outcome classify(const ApiResponse& r, const std::string& what);
   bool next_path();  // after a 404: the next path to try, if any
   void report(bool healthy, const std::string& message);  // to the handler, on changes
   void sleep_for(std::chrono::duration<double> d);

@@ -1,7 +1,9 @@
 // Publisher: the index thread. Drains the event queue into the Index, and after a short quiet
 // period (with a hard cap while events keep coming) builds and publishes the next Snapshot.
 // The index and builder are touched only by that thread; current(), wait_for() and the queue
-// are thread-safe. Listeners run on the index thread right after each publish.
+// are thread-safe. Listeners run on the index thread right after each publish. If the index
+// thread dies (an exception), the queue closes, failed() turns true, waiters wake and the
+// failure is reported to `PublisherOptions::failures`.
 #pragma once
 
 #include <atomic>
@@ -17,6 +19,7 @@
 #include "tollgate/publish/snapshot.h"
 #include "tollgate/util/bounded_queue.h"
 #include "tollgate/util/snapshot_cell.h"
+#include "tollgate/util/thread_failure.h"
 
 namespace tollgate::publish {
 
@@ -28,6 +31,7 @@ struct PublisherOptions {
   std::chrono::milliseconds max_delay{100};
   std::size_t queue_capacity = 1 << 14;
   std::chrono::microseconds busy_delay{5000};
+  util::ThreadFailures* failures = nullptr;  // told if the index thread dies; may be null
 };
 
 struct PublisherStats {
@@ -57,10 +61,14 @@ class Publisher {
                                            std::chrono::milliseconds timeout) const;
   PublisherStats stats() const;
   bool failed() const { return failed_.load(); }
+  // Wakes every wait_for() to test its predicate again (one that looks beyond snapshots, e.g.
+  // at a thread failure).
+  void wake_waiters() const;
 
  private:
   void run();
   std::chrono::steady_clock::duration publish_now();  // how long it took
+  void log_publish(const SnapshotBuilder::Result& r, double seconds);
 
   PublisherOptions options_;
   index::Index index_;
@@ -73,6 +81,7 @@ class Publisher {
   mutable std::condition_variable published_;
   PublisherStats stats_;
   std::atomic<bool> failed_{false};
+  bool synced_logged_ = false;  // index thread
 };
 
 }  // namespace tollgate::publish

@@ -15,6 +15,7 @@
 #include "tollgate/publish/snapshot.h"
 #include "tollgate/server/metrics.h"
 #include "tollgate/server/waiters.h"
+#include "tollgate/util/thread_failure.h"
 
 namespace tollgate::server {
 
@@ -48,6 +49,7 @@ struct Routed {
 struct ApiOptions {
   std::chrono::seconds max_wait{300};
   std::chrono::seconds staleness{300};
+  const util::ThreadFailures* failures = nullptr;  // a dead controller thread: /readyz 503
 };
 
 class Api {
@@ -78,9 +80,6 @@ class Api {
   WaitList& waiters_;
   Metrics& metrics_;
 };
-
-// RFC 3339 UTC with milliseconds: "2025-01-02T03:04:05.678Z".
-std::string rfc3339(std::chrono::system_clock::time_point t);
 
 // Does an If-None-Match header value match `etag` (weak comparison, lists and "*")?
 bool etag_matches(std::string_view if_none_match, std::string_view etag);

@@ -17,6 +17,7 @@
 #include "tollgate/publish/publisher.h"
 #include "tollgate/server/metrics.h"
 #include "tollgate/util/result.h"
+#include "tollgate/util/thread_failure.h"
 
 namespace tollgate::server {
 
@@ -33,6 +34,8 @@ struct ServerOptions {
   // get the new certificate). A client CA requires and verifies client certificates.
   std::string tls_cert_file, tls_key_file, tls_client_ca_file;
   std::chrono::milliseconds tls_reload_interval{1000};  // how often the files are checked
+  // When set and a controller thread has died, /readyz answers 503 naming it.
+  const util::ThreadFailures* failures = nullptr;
 };
 
 struct ServerImpl;  // server.cc
@@ -45,7 +48,7 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  util::Result<bool> start();  // bind, then serve on the worker threads
+  util::Status start();  // bind, then serve on the worker threads
   std::uint16_t port() const;
   // Graceful: stop accepting, answer parked long-polls with 304, close idle connections,
   // let requests in flight finish, join the threads.

@@ -7,7 +7,7 @@
 // last good content (its objects stay) and the health message says so.
 // Where two files define the same object, the later file (in the order list_files gives)
 // wins. The watch runs on its own thread; the sink must be thread-safe (the publisher's
-// queue is).
+// queue is). A watch thread that dies is reported to `DirectoryOptions::failures`.
 #pragma once
 
 #include <atomic>
@@ -24,12 +24,14 @@
 
 #include "tollgate/index/objects.h"
 #include "tollgate/source/manifests.h"
+#include "tollgate/util/thread_failure.h"
 
 namespace tollgate::source {
 
 struct DirectoryOptions {
   ReadOptions read;
-  std::chrono::milliseconds settle{20};  // re-read once the files have been quiet this long
+  std::chrono::milliseconds settle{20};      // re-read once the files have been quiet this long
+  util::ThreadFailures* failures = nullptr;  // told if the watch thread dies; may be null
 };
 
 class DirectorySource {
