@@ -122,17 +122,17 @@ class MemoryTransport final : public k8s::Transport {
  public:
   explicit MemoryTransport(const std::vector<std::string>& pages) : pages_(pages) {}
   using k8s::Transport::get;
-  util::Result<k8s::HttpResponse> get(const std::string& target, std::chrono::milliseconds,
-                                      std::size_t, const k8s::HeaderList&) override {
+  util::Result<k8s::ApiResponse> get(const std::string& target, std::chrono::milliseconds,
+                                     std::size_t, const k8s::HeaderList&) override {
     const auto pos = target.find("continue=");
     const std::size_t page = pos == std::string::npos ? 0 : std::stoul(target.substr(pos + 9));
-    k8s::HttpResponse r;
+    k8s::ApiResponse r;
     r.status = 200;
     r.body = pages_[page];
     return r;
   }
-  util::Result<k8s::HttpResponse> stream(const std::string&, std::chrono::milliseconds, std::size_t,
-                                         const std::function<bool(std::string_view)>&) override {
+  util::Result<k8s::ApiResponse> stream(const std::string&, std::chrono::milliseconds, std::size_t,
+                                        const std::function<bool(std::string_view)>&) override {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return cancelled_; });
     return util::make_error("cancelled");

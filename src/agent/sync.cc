@@ -78,7 +78,7 @@ void Syncer::fail(SyncError kind, const std::string& message) {
   }
 }
 
-bool Syncer::accept(const k8s::HttpResponse& r) {
+bool Syncer::accept(const k8s::ApiResponse& r) {
   if (auto at = util::parse_rfc3339(r.header("x-tollgate-synced-at"))) metrics_.synced_at(*at);
   if (r.status == 304) {
     metrics_.not_modified();

@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -51,6 +52,13 @@ struct Worker {
   void drain();
 };
 
+// The TLS files' contents (certificate chain, key, client CA), read once for both the change
+// check and the context.
+struct TlsFiles {
+  std::string cert, key, client_ca;
+  bool operator==(const TlsFiles&) const = default;
+};
+
 struct ServerCore {
   ServerCore(ServerOptions o, Handler& h);
 
@@ -59,6 +67,7 @@ struct ServerCore {
   void on_accept(boost::system::error_code ec, Worker& worker, Socket socket);
   void refuse(Socket& socket);
   void check_tls();
+  void reload_tls();
   std::shared_ptr<asio::ssl::context> tls_context() {
     std::lock_guard lock(tls_mu);
     return tls;
@@ -81,7 +90,8 @@ struct ServerCore {
   std::atomic<std::size_t> connections{0};
   std::mutex tls_mu;
   std::shared_ptr<asio::ssl::context> tls;  // guarded by tls_mu
-  std::string tls_files_seen;               // the files' contents last loaded (or tried)
+  TlsFiles tls_files_seen;  // the files' contents last loaded (or tried); control thread
+  std::string tls_problem;  // the last reload problem logged; control thread
 
   std::vector<std::unique_ptr<Worker>> workers;
   std::size_t next_worker = 0;  // on the control thread

@@ -6,10 +6,9 @@
 #include "tollgate/http/server.h"
 
 #include <boost/asio/post.hpp>
-#include <fstream>
-#include <sstream>
 
 #include "core.h"
+#include "tollgate/util/file.h"
 #include "tollgate/util/log.h"
 
 namespace tollgate::http {
@@ -20,28 +19,32 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using ErrorCode = boost::system::error_code;
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream b;
-  b << in.rdbuf();
-  return b.str();
+// A certificate chain, a key or a CA bundle is a few KiB; anything near this is not one.
+constexpr std::size_t kMaxTlsFileBytes = std::size_t{1} << 20;
+
+util::Result<TlsFiles> read_tls_files(const ServerOptions& o) {
+  TlsFiles f;
+  TOLLGATE_TRY(cert, util::read_file(o.tls_cert_file, kMaxTlsFileBytes));
+  TOLLGATE_TRY(key, util::read_file(o.tls_key_file, kMaxTlsFileBytes));
+  f.cert = std::move(cert);
+  f.key = std::move(key);
+  if (!o.tls_client_ca_file.empty()) {
+    TOLLGATE_TRY(ca, util::read_file(o.tls_client_ca_file, kMaxTlsFileBytes));
+    f.client_ca = std::move(ca);
+  }
+  return f;
 }
 
-std::string tls_files(const ServerOptions& o) {
-  return read_all(o.tls_cert_file) + '\0' + read_all(o.tls_key_file) + '\0' +
-         read_all(o.tls_client_ca_file);
-}
-
-util::Result<std::shared_ptr<ssl::context>> make_tls(const ServerOptions& o) {
+util::Result<std::shared_ptr<ssl::context>> make_tls(const TlsFiles& f) {
   try {
     auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
     ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
                      ssl::context::single_dh_use);
-    ctx->use_certificate_chain_file(o.tls_cert_file);
-    ctx->use_private_key_file(o.tls_key_file, ssl::context::pem);
-    if (!o.tls_client_ca_file.empty()) {
-      ctx->load_verify_file(o.tls_client_ca_file);
+    ctx->use_certificate_chain(asio::buffer(f.cert));
+    ctx->use_private_key(asio::buffer(f.key), ssl::context::pem);
+    if (!f.client_ca.empty()) {
+      ctx->add_certificate_authority(asio::buffer(f.client_ca));
       ctx->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
     }
     return ctx;
@@ -166,21 +169,34 @@ void ServerCore::check_tls() {
   tls_timer.expires_after(options.tls_reload_interval);
   tls_timer.async_wait([this](ErrorCode ec) {
     if (ec || settings.draining) return;
-    std::string files = tls_files(options);
-    if (files != tls_files_seen) {
-      tls_files_seen = std::move(files);
-      auto ctx = make_tls(options);
-      if (ctx.ok()) {
-        std::lock_guard lock(tls_mu);
-        tls = std::move(*ctx);
-        util::log_info("TLS certificate reloaded", {{"cert", options.tls_cert_file}});
-      } else {
-        util::log_warn("TLS files changed but do not load; keeping the previous certificate",
-                       {{"error", ctx.error().message}});
-      }
-    }
+    reload_tls();
     check_tls();
   });
+}
+
+// Loads the TLS files again if they changed since last time; a change that does not load (or
+// files that cannot be read) is logged once and the previous certificate kept.
+void ServerCore::reload_tls() {
+  auto files = read_tls_files(options);
+  std::string problem;
+  if (!files.ok()) {
+    problem = files.error().message;
+  } else if (*files != tls_files_seen) {
+    tls_files_seen = std::move(*files);
+    auto ctx = make_tls(tls_files_seen);
+    if (!ctx.ok()) {
+      problem = ctx.error().message;
+    } else {
+      std::lock_guard lock(tls_mu);
+      tls = std::move(*ctx);
+      util::log_info("TLS certificate reloaded", {{"cert", options.tls_cert_file}});
+    }
+  }
+  if (!problem.empty() && problem != tls_problem) {
+    util::log_warn("TLS files changed but do not load; keeping the previous certificate",
+                   {{"error", problem}});
+  }
+  tls_problem = std::move(problem);
 }
 
 Server::Server(ServerOptions options, Handler& handler)
@@ -196,7 +212,7 @@ Server::~Server() {
   }
 }
 
-util::Result<bool> Server::start() {
+util::Status Server::start() {
   auto& s = *core_;
   if (s.started) return util::make_error("the server was already started");
   TOLLGATE_TRY(endpoint, parse_listen(s.options.listen));
@@ -205,8 +221,10 @@ util::Result<bool> Server::start() {
     if (s.options.tls_cert_file.empty() || s.options.tls_key_file.empty()) {
       return util::make_error("TLS needs both a certificate and a key file");
     }
-    s.tls_files_seen = tls_files(s.options);
-    TOLLGATE_TRY(ctx, make_tls(s.options));
+    auto files = read_tls_files(s.options);
+    if (!files.ok()) return util::make_error("TLS: " + files.error().message);
+    s.tls_files_seen = std::move(*files);
+    TOLLGATE_TRY(ctx, make_tls(s.tls_files_seen));
     s.tls = std::move(ctx);
   } else if (!s.options.tls_client_ca_file.empty()) {
     return util::make_error("a client CA needs TLS: give a certificate and a key file");
@@ -234,7 +252,7 @@ util::Result<bool> Server::start() {
   util::log_info("serving",
                  {{"listen", endpoint.address().to_string() + ":" + std::to_string(s.port.load())},
                   {"tls", tls ? "true" : "false"}});
-  return true;
+  return util::ok();
 }
 
 std::uint16_t Server::port() const { return core_->port.load(); }

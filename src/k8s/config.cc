@@ -1,8 +1,6 @@
 #include "tollgate/k8s/config.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -20,6 +18,8 @@
 
 #include "tollgate/policy/parse.h"
 #include "tollgate/util/base64.h"
+#include "tollgate/util/file.h"
+#include "tollgate/util/strings.h"
 
 namespace tollgate::k8s {
 
@@ -31,45 +31,9 @@ namespace {
 constexpr std::size_t kMaxConfigFileBytes = 16u << 20;  // kubeconfig, CA bundle, cert, key
 constexpr std::size_t kMaxTokenBytes = 1u << 20;
 
-std::string errno_text(int e) { return std::generic_category().message(e); }
-
 std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
 
-std::string trim(std::string_view s) {
-  const auto is_space = [](char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-  };
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return std::string(s);
-}
-
-// Reads all of `fd` into `out`, at most `max` bytes. Returns 0 or an errno value.
-int read_fd(int fd, std::size_t max, std::string& out) {
-  out.clear();
-  char buf[8192];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (n == 0) return 0;
-    if (out.size() + static_cast<std::size_t>(n) > max) return EFBIG;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-}
-
-// "<path>: cannot read: <reason>" on failure.
-util::Result<std::string> read_text_file(const std::string& path, std::size_t max) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return util::make_error(path + ": cannot read: " + errno_text(errno));
-  std::string text;
-  const int e = read_fd(fd, max, text);
-  ::close(fd);
-  if (e != 0) return util::make_error(path + ": cannot read: " + errno_text(e));
-  return text;
-}
+std::string trim(std::string_view s) { return std::string(util::trim(s)); }
 
 std::string resolve_relative(const std::string& config_file, const std::string& p) {
   if (p.empty() || fs::path(p).is_absolute()) return p;
@@ -90,11 +54,10 @@ struct Merged {
   std::string current_context_file;
 };
 
-util::Result<bool> index_section(const std::string& file, const json& doc,
-                                 const std::string& section, const std::string& inner,
-                                 std::map<std::string, Entry>& out) {
+util::Status index_section(const std::string& file, const json& doc, const std::string& section,
+                           const std::string& inner, std::map<std::string, Entry>& out) {
   const auto it = doc.find(section);
-  if (it == doc.end() || it->is_null()) return true;
+  if (it == doc.end() || it->is_null()) return util::ok();
   if (!it->is_array()) return util::make_error(file + ": " + section + ": must be a list");
   std::set<std::string> seen;
   for (std::size_t i = 0; i < it->size(); ++i) {
@@ -119,7 +82,7 @@ util::Result<bool> index_section(const std::string& file, const json& doc,
     }
     out.emplace(n, Entry{file, where + "." + inner, std::move(body)});  // first file wins
   }
-  return true;
+  return util::ok();
 }
 
 // A string field of an entry: "" when absent or null.
@@ -150,7 +113,7 @@ util::Result<std::string> data_or_file(const Entry& e, const std::string& key) {
     return std::move(decoded).value();
   }
   if (!file.empty()) {
-    auto text = read_text_file(resolve_relative(e.file, file), kMaxConfigFileBytes);
+    auto text = util::read_file(resolve_relative(e.file, file), kMaxConfigFileBytes);
     if (!text.ok()) return field_error(e, key, text.error().message);
     if (text->empty()) return field_error(e, key, resolve_relative(e.file, file) + " is empty");
     return std::move(text).value();
@@ -158,18 +121,17 @@ util::Result<std::string> data_or_file(const Entry& e, const std::string& key) {
   return std::string();
 }
 
-util::Result<bool> reject_keys(const Entry& e, const std::vector<std::string>& keys,
-                               const std::string& why) {
+util::Status reject_keys(const Entry& e, const std::vector<std::string>& keys,
+                         const std::string& why) {
   for (const auto& k : keys) {
     const auto it = e.body.find(k);
     if (it != e.body.end() && !it->is_null()) return field_error(e, k, why);
   }
-  return true;
+  return util::ok();
 }
 
-util::Result<bool> apply_cluster(const Entry& e, ClusterConfig& c) {
-  TOLLGATE_TRY(proxy_ok, reject_keys(e, {"proxy-url"}, "proxies are not supported"));
-  (void)proxy_ok;
+util::Status apply_cluster(const Entry& e, ClusterConfig& c) {
+  TOLLGATE_TRY_STATUS(reject_keys(e, {"proxy-url"}, "proxies are not supported"));
   TOLLGATE_TRY(server, string_field(e, "server"));
   if (server.empty()) return field_error(e, "server", "missing");
   c.server = server;
@@ -190,22 +152,21 @@ util::Result<bool> apply_cluster(const Entry& e, ClusterConfig& c) {
   }
   TOLLGATE_TRY(sni, string_field(e, "tls-server-name"));
   c.tls_server_name = std::move(sni);
-  return true;
+  return util::ok();
 }
 
-util::Result<bool> apply_user(const std::string& name, const Entry& e, ClusterConfig& c) {
+util::Status apply_user(const std::string& name, const Entry& e, ClusterConfig& c) {
   const std::string user = " (user " + in_quotes(name) + ")";
-  TOLLGATE_TRY(exec_ok, reject_keys(e, {"exec"},
-                                    "exec credential plugins are not supported" + user +
-                                        "; use a token, tokenFile or client certificate"));
-  TOLLGATE_TRY(ap_ok, reject_keys(e, {"auth-provider"},
+  TOLLGATE_TRY_STATUS(reject_keys(e, {"exec"},
+                                  "exec credential plugins are not supported" + user +
+                                      "; use a token, tokenFile or client certificate"));
+  TOLLGATE_TRY_STATUS(reject_keys(e, {"auth-provider"},
                                   "auth-provider plugins are not supported" + user +
                                       "; use a token, tokenFile or client certificate"));
-  TOLLGATE_TRY(basic_ok, reject_keys(e, {"username", "password"},
-                                     "basic authentication is not supported" + user));
-  TOLLGATE_TRY(as_ok, reject_keys(e, {"as", "as-uid", "as-groups", "as-user-extra"},
+  TOLLGATE_TRY_STATUS(
+      reject_keys(e, {"username", "password"}, "basic authentication is not supported" + user));
+  TOLLGATE_TRY_STATUS(reject_keys(e, {"as", "as-uid", "as-groups", "as-user-extra"},
                                   "impersonation is not supported" + user));
-  (void)exec_ok, (void)ap_ok, (void)basic_ok, (void)as_ok;
 
   TOLLGATE_TRY(cert, data_or_file(e, "client-certificate"));
   TOLLGATE_TRY(key, data_or_file(e, "client-key"));
@@ -222,10 +183,10 @@ util::Result<bool> apply_user(const std::string& name, const Entry& e, ClusterCo
   TOLLGATE_TRY(token_file, string_field(e, "tokenFile"));
   if (!token_file.empty()) {
     c.token_file = resolve_relative(e.file, token_file);
-    auto t = read_text_file(c.token_file, kMaxTokenBytes);  // read once: fail early
+    auto t = util::read_file(c.token_file, kMaxTokenBytes);  // read once: fail early
     if (!t.ok()) return field_error(e, "tokenFile", t.error().message);
   }
-  return true;
+  return util::ok();
 }
 
 util::Result<ClusterConfig> load_kubeconfig_impl(const std::string& paths,
@@ -247,15 +208,14 @@ util::Result<ClusterConfig> load_kubeconfig_impl(const std::string& paths,
   for (const auto& file : files) {
     std::error_code ec;
     if (files.size() > 1 && !fs::exists(file, ec) && !ec) continue;  // as kubectl does
-    TOLLGATE_TRY(text, read_text_file(file, kMaxConfigFileBytes));
+    TOLLGATE_TRY(text, util::read_file(file, kMaxConfigFileBytes));
     TOLLGATE_TRY(doc, policy::yaml_to_json(text, file));
     ++loaded;
     if (doc.is_null()) continue;  // an empty file is an empty config
     if (!doc.is_object()) return util::make_error(file + ": a kubeconfig must be a mapping");
-    TOLLGATE_TRY(c_ok, index_section(file, doc, "clusters", "cluster", m.clusters));
-    TOLLGATE_TRY(u_ok, index_section(file, doc, "users", "user", m.users));
-    TOLLGATE_TRY(x_ok, index_section(file, doc, "contexts", "context", m.contexts));
-    (void)c_ok, (void)u_ok, (void)x_ok;
+    TOLLGATE_TRY_STATUS(index_section(file, doc, "clusters", "cluster", m.clusters));
+    TOLLGATE_TRY_STATUS(index_section(file, doc, "users", "user", m.users));
+    TOLLGATE_TRY_STATUS(index_section(file, doc, "contexts", "context", m.contexts));
     const auto cur = doc.find("current-context");
     if (cur != doc.end() && !cur->is_null()) {
       if (!cur->is_string()) return util::make_error(file + ": current-context: not a string");
@@ -290,8 +250,7 @@ util::Result<ClusterConfig> load_kubeconfig_impl(const std::string& paths,
   if (cluster == m.clusters.end()) {
     return field_error(cx, "cluster", "cluster " + in_quotes(cluster_name) + " not found");
   }
-  TOLLGATE_TRY(cluster_ok, apply_cluster(cluster->second, c));
-  (void)cluster_ok;
+  TOLLGATE_TRY_STATUS(apply_cluster(cluster->second, c));
 
   TOLLGATE_TRY(user_name, string_field(cx, "user"));
   if (!user_name.empty()) {  // no user: anonymous, as kubectl allows
@@ -299,8 +258,7 @@ util::Result<ClusterConfig> load_kubeconfig_impl(const std::string& paths,
     if (user == m.users.end()) {
       return field_error(cx, "user", "user " + in_quotes(user_name) + " not found");
     }
-    TOLLGATE_TRY(user_ok, apply_user(user_name, user->second, c));
-    (void)user_ok;
+    TOLLGATE_TRY_STATUS(apply_user(user_name, user->second, c));
   }
   TOLLGATE_TRY(ns, string_field(cx, "namespace"));
   c.namespace_ = ns.empty() ? "default" : ns;
@@ -332,9 +290,7 @@ util::Result<ClusterConfig> parse_server(ClusterConfig c) {
   if (sep == std::string::npos) {
     return util::make_error(bad + "no scheme (expected https://host[:port][/path])");
   }
-  std::string scheme = s.substr(0, sep);
-  std::transform(scheme.begin(), scheme.end(), scheme.begin(),
-                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  const std::string scheme = util::lowered(std::string_view(s).substr(0, sep));
   if (scheme != "https" && scheme != "http") {
     return util::make_error(bad + "scheme " + in_quotes(scheme) + " is not http or https");
   }
@@ -424,14 +380,14 @@ util::Result<ClusterConfig> in_cluster_config(const std::string& dir) {
   c = std::move(parsed).value();
 
   const std::string base = dir.empty() || dir.back() == '/' ? dir : dir + "/";
-  auto ca = read_text_file(base + "ca.crt", kMaxConfigFileBytes);
+  auto ca = util::read_file(base + "ca.crt", kMaxConfigFileBytes);
   if (!ca.ok()) return util::make_error("in-cluster: service account CA " + ca.error().message);
   if (ca->empty())
     return util::make_error("in-cluster: service account CA " + base + "ca.crt is empty");
   c.ca_pem = std::move(ca).value();
 
   c.token_file = base + "token";
-  auto token = read_text_file(c.token_file, kMaxTokenBytes);
+  auto token = util::read_file(c.token_file, kMaxTokenBytes);
   if (!token.ok()) {
     return util::make_error("in-cluster: service account token " + token.error().message);
   }
@@ -439,7 +395,7 @@ util::Result<ClusterConfig> in_cluster_config(const std::string& dir) {
     return util::make_error("in-cluster: service account token " + c.token_file + " is empty");
   }
 
-  auto ns = read_text_file(base + "namespace", 4096);  // optional, as in client-go
+  auto ns = util::read_file(base + "namespace", 4096);  // optional, as in client-go
   c.namespace_ = ns.ok() && !trim(*ns).empty() ? trim(*ns) : "default";
   c.description = "in-cluster";
   return c;
@@ -497,15 +453,11 @@ std::string TokenSource::last_error() const {
 
 void TokenSource::refresh_locked() {
   const std::string keeping = " (keeping the last good token)";
-  const int fd = ::open(token_file_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    error_ = token_file_ + ": cannot read: " + errno_text(errno) + keeping;
-    return;
-  }
+  // Stat, then read: a token replaced in between is read again at the next check, as its
+  // stamp differs from the one kept.
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    error_ = token_file_ + ": cannot stat: " + errno_text(errno) + keeping;
-    ::close(fd);
+  if (::stat(token_file_.c_str(), &st) != 0) {
+    error_ = token_file_ + ": " + std::generic_category().message(errno) + keeping;
     return;
   }
   FileStamp s;
@@ -514,18 +466,15 @@ void TokenSource::refresh_locked() {
   s.size = static_cast<std::uint64_t>(st.st_size);
   s.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   if (have_stamp_ && s == stamp_) {
-    ::close(fd);
     error_.clear();
     return;
   }
-  std::string text;
-  const int e = read_fd(fd, kMaxTokenBytes, text);
-  ::close(fd);
-  if (e != 0) {
-    error_ = token_file_ + ": cannot read: " + errno_text(e) + keeping;
+  auto text = util::read_file(token_file_, kMaxTokenBytes);
+  if (!text.ok()) {
+    error_ = text.error().message + keeping;
     return;
   }
-  std::string t = trim(text);
+  std::string t = trim(*text);
   if (t.empty()) {  // e.g. caught between truncate and write; retried at the next check
     error_ = token_file_ + ": empty" + keeping;
     return;
@@ -540,10 +489,8 @@ std::string redact(const std::string& authorization_value) {
   if (authorization_value.empty()) return "<empty>";
   const std::size_t sp = authorization_value.find(' ');
   if (sp != std::string::npos) {
-    std::string scheme = authorization_value.substr(0, sp);
-    std::string lower = scheme;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    const std::string scheme = authorization_value.substr(0, sp);
+    const std::string lower = util::lowered(scheme);
     if (lower == "bearer" || lower == "basic") {  // only a known scheme word is shown
       return scheme + " <redacted, " + std::to_string(authorization_value.size() - sp - 1) +
              " bytes>";

@@ -20,6 +20,7 @@
 #include <optional>
 
 #include "tollgate/util/log.h"
+#include "tollgate/util/strings.h"
 
 namespace tollgate::k8s {
 
@@ -54,8 +55,8 @@ class BeastTransport final : public Transport {
     buffer_.reserve(kReadBuffer);
   }
 
-  util::Result<bool> init() {
-    if (config_.scheme != "https") return true;
+  util::Status init() {
+    if (config_.scheme != "https") return util::ok();
     ctx_.emplace(ssl::context::tls_client);
     ctx_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
@@ -81,16 +82,15 @@ class BeastTransport final : public Transport {
       ctx_->use_private_key(asio::buffer(config_.client_key_pem), ssl::context::pem, ec);
       if (ec) return util::make_error("the client key cannot be used: " + ec.message());
     }
-    return true;
+    return util::ok();
   }
 
   using Transport::get;
-  util::Result<HttpResponse> get(const std::string& target, std::chrono::milliseconds timeout,
-                                 std::size_t max_body, const HeaderList& headers) override {
+  util::Result<ApiResponse> get(const std::string& target, std::chrono::milliseconds timeout,
+                                std::size_t max_body, const HeaderList& headers) override {
     for (int attempt = 0;; ++attempt) {
       const bool reused = connected();
-      TOLLGATE_TRY(ready, connect(timeout));
-      (void)ready;
+      TOLLGATE_TRY_STATUS(connect(timeout));
       auto req = request(target);
       for (const auto& [name, value] : headers) req.set(name, value);
       expire(timeout);
@@ -104,21 +104,20 @@ class BeastTransport final : public Transport {
         continue;
       }
       if (ec) return fail("GET " + target, ec);
-      HttpResponse out = convert(parser.get());
+      ApiResponse out = convert(parser.get());
       out.body = std::move(parser.get().body());
       if (!parser.get().keep_alive()) close();
       return out;
     }
   }
 
-  util::Result<HttpResponse> stream(const std::string& target, std::chrono::milliseconds idle,
-                                    std::size_t max_line,
-                                    const std::function<bool(std::string_view)>& on_line) override {
+  util::Result<ApiResponse> stream(const std::string& target, std::chrono::milliseconds idle,
+                                   std::size_t max_line,
+                                   const std::function<bool(std::string_view)>& on_line) override {
     std::optional<http::response_parser<http::buffer_body>> parser_slot;
     for (int attempt = 0;; ++attempt) {
       const bool reused = connected();
-      TOLLGATE_TRY(ready, connect(idle));
-      (void)ready;
+      TOLLGATE_TRY_STATUS(connect(idle));
       auto req = request(target);
       expire(idle);
       auto ec = run([&](auto& s, auto done) { http::async_write(s, req, done); });
@@ -140,7 +139,7 @@ class BeastTransport final : public Transport {
     }
     auto& parser = *parser_slot;
     stream_idle_ = idle;
-    HttpResponse out = convert(parser.get());
+    ApiResponse out = convert(parser.get());
     const bool ok = out.status == 200;
     std::string line;
     char chunk[64 * 1024];
@@ -199,13 +198,12 @@ class BeastTransport final : public Transport {
 
  private:
   template <typename Body>
-  HttpResponse convert(const http::response<Body>& res) {
-    HttpResponse out;
+  ApiResponse convert(const http::response<Body>& res) {
+    ApiResponse out;
     out.status = static_cast<int>(res.result_int());
     for (const auto& f : res) {
-      std::string name(f.name_string());
-      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      out.headers[name] = std::string(f.value());
+      const auto name = f.name_string();
+      out.headers[util::lowered({name.data(), name.size()})] = std::string(f.value());
     }
     return out;
   }
@@ -272,9 +270,9 @@ class BeastTransport final : public Transport {
     return result;
   }
 
-  util::Result<bool> connect(std::chrono::milliseconds timeout) {
+  util::Status connect(std::chrono::milliseconds timeout) {
     if (cancelled_) return util::make_error("cancelled");
-    if (tls_ || plain_) return true;
+    if (tls_ || plain_) return util::ok();
     // A dead server must not hold a watcher for a whole watch timeout.
     timeout = std::min(timeout, std::chrono::milliseconds(15000));
     tcp::resolver resolver(ioc_);
@@ -303,7 +301,7 @@ class BeastTransport final : public Transport {
     tcp_stream.socket().set_option(tcp::no_delay(true), ignored);
     if (!ctx_) {
       plain_.emplace(std::move(tcp_stream));
-      return true;
+      return util::ok();
     }
     tls_.emplace(std::move(tcp_stream), *ctx_);
     const std::string name =
@@ -336,7 +334,7 @@ class BeastTransport final : public Transport {
       close();
       return util::make_error("TLS handshake with " + config_.server + " failed: " + why);
     }
-    return true;
+    return util::ok();
   }
 
   void abort_io() {
@@ -383,8 +381,7 @@ util::Result<std::unique_ptr<Transport>> make_transport(const ClusterConfig& con
     return util::make_error("server " + config.server + ": the scheme must be https or http");
   }
   auto t = std::make_unique<BeastTransport>(config, std::move(tokens));
-  TOLLGATE_TRY(ok, t->init());
-  (void)ok;
+  TOLLGATE_TRY_STATUS(t->init());
   return std::unique_ptr<Transport>(std::move(t));
 }
 

@@ -78,8 +78,8 @@ class YamlReader {
       : text_(text), origin_(std::move(origin)), max_nodes_(max_nodes(text)) {}
 
   // Hands every document to `on_document` as soon as it is read (null documents as null).
-  using DocumentFn = std::function<util::Result<bool>(json document)>;
-  util::Result<bool> read_each(const DocumentFn& on_document) {
+  using DocumentFn = std::function<util::Status(json document)>;
+  util::Status read_each(const DocumentFn& on_document) {
     yaml_parser_t parser;
     if (yaml_parser_initialize(&parser) == 0) return util::make_error(origin_ + ": out of memory");
     yaml_parser_set_input_string(&parser, reinterpret_cast<const unsigned char*>(text_.data()),
@@ -94,9 +94,9 @@ class YamlReader {
   // Reads every document; null documents are returned as null.
   util::Result<std::vector<json>> read_all() {
     std::vector<json> docs;
-    auto r = read_each([&](json d) -> util::Result<bool> {
+    auto r = read_each([&](json d) -> util::Status {
       docs.push_back(std::move(d));
-      return true;
+      return util::ok();
     });
     if (!r.ok()) return r.error();
     return docs;
@@ -119,11 +119,11 @@ class YamlReader {
   }
 
   // Places a finished value into the enclosing collection (or the document).
-  util::Result<bool> place(json v, const yaml_mark_t& m) {
+  util::Status place(json v, const yaml_mark_t& m) {
     if (++nodes_ > max_nodes_) return at(m, "document expands to too many nodes (aliases?)");
     if (stack_.empty()) {
       doc_ = std::move(v);
-      return true;
+      return util::ok();
     }
     Frame& f = stack_.back();
     if (f.value.is_array()) {
@@ -137,7 +137,7 @@ class YamlReader {
       f.value[f.key] = std::move(v);
       f.have_key = false;
     }
-    return true;
+    return util::ok();
   }
 
   static json scalar(const std::string& s, const yaml_event_t& e) {
@@ -156,7 +156,7 @@ class YamlReader {
     return s;
   }
 
-  util::Result<bool> run(yaml_parser_t& parser) {
+  util::Status run(yaml_parser_t& parser) {
     while (true) {
       yaml_event_t e;
       if (yaml_parser_parse(&parser, &e) == 0) {
@@ -167,16 +167,16 @@ class YamlReader {
       const bool end = e.type == YAML_STREAM_END_EVENT;
       yaml_event_delete(&e);
       if (!r.ok()) return r.error();
-      if (end) return true;
+      if (end) return util::ok();
     }
   }
 
-  util::Result<bool> handle(const yaml_event_t& e) {
+  util::Status handle(const yaml_event_t& e) {
     switch (e.type) {
       case YAML_DOCUMENT_START_EVENT:
         doc_ = json();
         anchors_.clear();
-        return true;
+        return util::ok();
       case YAML_DOCUMENT_END_EVENT: {
         json doc = std::move(doc_);
         doc_ = json();
@@ -194,7 +194,7 @@ class YamlReader {
                                                                  : e.data.mapping_start.anchor;
         if (anchor != nullptr) f.anchor = reinterpret_cast<const char*>(anchor);
         stack_.push_back(std::move(f));
-        return true;
+        return util::ok();
       }
       case YAML_SEQUENCE_END_EVENT:
       case YAML_MAPPING_END_EVENT: {
@@ -232,7 +232,7 @@ class YamlReader {
         return place(it->second.value, e.start_mark);
       }
       default:
-        return true;
+        return util::ok();
     }
   }
 
@@ -279,10 +279,10 @@ class YamlReader {
 // again): its kind and apiVersion, and a List's items, found without building it. The
 // members are read until the kind shows the object is not a List (kubectl writes kind
 // first); a List's items are collected as they are passed, in the same pass.
-util::Result<bool> flatten(std::string_view text, const std::string& origin, int depth,
-                           const ObjectFn& on_object) {
+util::Status flatten(std::string_view text, const std::string& origin, int depth,
+                     const ObjectFn& on_object) {
   const std::size_t start = text.find_first_not_of(" \t\r\n");
-  if (start == std::string_view::npos || text.substr(start, 4) == "null") return true;
+  if (start == std::string_view::npos || text.substr(start, 4) == "null") return util::ok();
   if (text[start] != '{') {
     return util::make_error(origin + ": a document must be an object (a Kubernetes object)");
   }
@@ -293,7 +293,7 @@ util::Result<bool> flatten(std::string_view text, const std::string& origin, int
   auto is_list = [](const std::string& kind) {
     return kind.size() >= 4 && kind.compare(kind.size() - 4, 4, "List") == 0;
   };
-  auto member = [&](std::string_view key, std::string_view value) -> util::Result<bool> {
+  auto member = [&](std::string_view key, std::string_view value) -> util::Status {
     if (key == "kind" || key == "apiVersion") {
       auto v = json_scan::string_value(value);
       (key == "kind" ? o.kind : o.api_version) = v.ok() ? *v : "";
@@ -306,27 +306,26 @@ util::Result<bool> flatten(std::string_view text, const std::string& origin, int
           value,
           [&](std::string_view item) {
             items.push_back(item);
-            return util::Result<bool>(true);
+            return util::ok();
           },
           true);
     }
-    return true;
+    return util::ok();
   };
   auto scanned = json_scan::for_each_member(text, member, true);
   if (!scanned.ok() && scanned.error().message != kStop) return scanned.error();
   if (!is_list(o.kind) || !has_items) return on_object(o);
   for (std::size_t i = 0; i < items.size(); ++i) {
-    TOLLGATE_TRY(done, flatten(items[i], origin + ".items[" + std::to_string(i) + "]", depth + 1,
-                               on_object));
-    (void)done;
+    TOLLGATE_TRY_STATUS(
+        flatten(items[i], origin + ".items[" + std::to_string(i) + "]", depth + 1, on_object));
   }
-  return true;
+  return util::ok();
 }
 
 // JSON text: validated first (a file that does not parse hands over nothing), then flattened
 // in place. An error without `yaml_fallback`: the text is not JSON, and may be flow-style YAML.
-util::Result<bool> for_each_json_object(std::string_view text, const std::string& origin,
-                                        const ObjectFn& on_object, bool& not_json) {
+util::Status for_each_json_object(std::string_view text, const std::string& origin,
+                                  const ObjectFn& on_object, bool& not_json) {
   auto end = json_scan::value_end(text, 0);
   if (end.ok() && text.find_first_not_of(" \t\r\n", *end) != std::string_view::npos) {
     end = util::make_error("unexpected text after the JSON value");
@@ -351,12 +350,12 @@ util::Result<bool> for_each_json_object(std::string_view text, const std::string
 
 // YAML, one document at a time. A document is named "origin#N" when the text holds several,
 // so each is handed over once the next one (or the end) shows whether there are several.
-util::Result<bool> for_each_yaml_object(std::string_view text, const std::string& origin,
-                                        const ObjectFn& on_object) {
+util::Status for_each_yaml_object(std::string_view text, const std::string& origin,
+                                  const ObjectFn& on_object) {
   std::optional<json> held;
   int count = 0;
-  auto emit = [&](json doc, const std::string& where) -> util::Result<bool> {
-    if (doc.is_null()) return true;
+  auto emit = [&](json doc, const std::string& where) -> util::Status {
+    if (doc.is_null()) return util::ok();
     if (!doc.is_object()) {
       return util::make_error(where + ": a document must be a mapping (a Kubernetes object)");
     }
@@ -370,17 +369,13 @@ util::Result<bool> for_each_yaml_object(std::string_view text, const std::string
     return flatten(text_of_doc, where, 0, on_object);
   };
   YamlReader reader(text, origin);
-  TOLLGATE_TRY(read, reader.read_each([&](json doc) -> util::Result<bool> {
+  TOLLGATE_TRY_STATUS(reader.read_each([&](json doc) -> util::Status {
     ++count;
-    if (held) {
-      TOLLGATE_TRY(ok, emit(std::move(*held), origin + "#" + std::to_string(count - 1)));
-      (void)ok;
-    }
+    if (held) TOLLGATE_TRY_STATUS(emit(std::move(*held), origin + "#" + std::to_string(count - 1)));
     held = std::move(doc);
-    return true;
+    return util::ok();
   }));
-  (void)read;
-  if (!held) return true;
+  if (!held) return util::ok();
   return emit(std::move(*held), count > 1 ? origin + "#" + std::to_string(count) : origin);
 }
 
@@ -399,8 +394,8 @@ util::Result<json> yaml_to_json(std::string_view text, const std::string& origin
   return docs->empty() ? json() : std::move((*docs)[0]);
 }
 
-util::Result<bool> for_each_object(std::string_view text, const std::string& origin,
-                                   const ObjectFn& on_object) {
+util::Status for_each_object(std::string_view text, const std::string& origin,
+                             const ObjectFn& on_object) {
   const std::string_view t = trim_left(text);
   if (!t.empty() && (t.front() == '{' || t.front() == '[')) {
     bool not_json = false;
@@ -416,13 +411,12 @@ util::Result<bool> for_each_object(std::string_view text, const std::string& ori
 util::Result<std::vector<Document>> parse_documents(std::string_view text,
                                                     const std::string& origin) {
   std::vector<Document> out;
-  TOLLGATE_TRY(ok, for_each_object(text, origin, [&](const ObjectText& o) -> util::Result<bool> {
-                 json j = json::parse(o.json, nullptr, false);
-                 if (j.is_discarded()) return util::make_error(o.origin + ": not valid JSON");
-                 out.push_back(Document{std::move(j), o.origin});
-                 return true;
-               }));
-  (void)ok;
+  TOLLGATE_TRY_STATUS(for_each_object(text, origin, [&](const ObjectText& o) -> util::Status {
+    json j = json::parse(o.json, nullptr, false);
+    if (j.is_discarded()) return util::make_error(o.origin + ": not valid JSON");
+    out.push_back(Document{std::move(j), o.origin});
+    return util::ok();
+  }));
   return out;
 }
 

@@ -262,7 +262,7 @@ util::Result<std::size_t> value_end(std::string_view t, std::size_t i) {
   }
 }
 
-util::Result<bool> for_each_member(std::string_view t, const MemberFn& on_member, bool validated) {
+util::Status for_each_member(std::string_view t, const MemberFn& on_member, bool validated) {
   std::size_t i = skip_space(t, 0);
   if (i >= t.size() || t[i] != '{') return error_at(t, i, "expected an object");
   i = skip_space(t, i + 1);
@@ -281,8 +281,7 @@ util::Result<bool> for_each_member(std::string_view t, const MemberFn& on_member
       if (start >= t.size()) return error_at(t, start, "expected a value");
       TOLLGATE_TRY(end, validated ? util::Result<std::size_t>(validated_value_end(t, start))
                                   : value_end(t, start));
-      TOLLGATE_TRY(go_on, on_member(key, t.substr(start, end - start)));
-      (void)go_on;
+      TOLLGATE_TRY_STATUS(on_member(key, t.substr(start, end - start)));
       i = skip_space(t, end);
       if (i < t.size() && t[i] == '}') {
         ++i;
@@ -293,11 +292,10 @@ util::Result<bool> for_each_member(std::string_view t, const MemberFn& on_member
     }
   }
   if (skip_space(t, i) != t.size()) return error_at(t, i, "unexpected text after the object");
-  return true;
+  return util::ok();
 }
 
-util::Result<bool> for_each_element(std::string_view t, const ElementFn& on_element,
-                                    bool validated) {
+util::Status for_each_element(std::string_view t, const ElementFn& on_element, bool validated) {
   std::size_t i = skip_space(t, 0);
   if (i >= t.size() || t[i] != '[') return error_at(t, i, "expected an array");
   i = skip_space(t, i + 1);
@@ -309,8 +307,7 @@ util::Result<bool> for_each_element(std::string_view t, const ElementFn& on_elem
       if (start >= t.size()) return error_at(t, start, "expected a value");
       TOLLGATE_TRY(end, validated ? util::Result<std::size_t>(validated_value_end(t, start))
                                   : value_end(t, start));
-      TOLLGATE_TRY(go_on, on_element(t.substr(start, end - start)));
-      (void)go_on;
+      TOLLGATE_TRY_STATUS(on_element(t.substr(start, end - start)));
       i = skip_space(t, end);
       if (i < t.size() && t[i] == ']') {
         ++i;
@@ -321,7 +318,7 @@ util::Result<bool> for_each_element(std::string_view t, const ElementFn& on_elem
     }
   }
   if (skip_space(t, i) != t.size()) return error_at(t, i, "unexpected text after the array");
-  return true;
+  return util::ok();
 }
 
 util::Result<std::string> string_value(std::string_view token) {

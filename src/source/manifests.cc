@@ -67,7 +67,7 @@ policy::Service decode_service(const json& o) {
 }
 
 // One object, decoded by its kind's rule.
-util::Result<bool> add(FileObjects& f, const policy::ObjectText& o) {
+util::Status add(FileObjects& f, const policy::ObjectText& o) {
   auto fail = [&](const std::string& why) { return util::make_error(o.origin + ": " + why); };
   if (o.kind == "AuthorizationPolicy") {
     auto p = index::decode_policy(o.json, kManifest);
@@ -99,16 +99,15 @@ util::Result<bool> add(FileObjects& f, const policy::ObjectText& o) {
   } else {
     ++f.ignored;
   }
-  return true;
+  return util::ok();
 }
 
 }  // namespace
 
 util::Result<FileObjects> read_text(std::string_view text, const std::string& origin) {
   FileObjects f;
-  TOLLGATE_TRY(ok, policy::for_each_object(text, origin,
-                                           [&](const policy::ObjectText& o) { return add(f, o); }));
-  (void)ok;
+  TOLLGATE_TRY_STATUS(policy::for_each_object(
+      text, origin, [&](const policy::ObjectText& o) { return add(f, o); }));
   std::sort(f.namespaces.begin(), f.namespaces.end());
   f.namespaces.erase(std::unique(f.namespaces.begin(), f.namespaces.end()), f.namespaces.end());
   return f;

@@ -1,6 +1,8 @@
 // The fake API server driven by a tiny blocking Beast client over HTTP and HTTPS.
 #include "test/support/fake_apiserver.h"
 
+#include "test/support/certs.h"
+
 // GCC 12 in C++20 mode needs <utility> before Boost's headers.
 #include <utility>
 
@@ -30,9 +32,9 @@ namespace beast = boost::beast;
 namespace http = boost::beast::http;
 using tcp = boost::asio::ip::tcp;
 using json = nlohmann::json;
-using tollgate::testing::CertificateAndKey;
 using tollgate::testing::FakeApiServer;
 using tollgate::testing::FakeApiServerOptions;
+using tollgate::testing::Pem;
 using Fault = FakeApiServer::Fault;
 using Clock = std::chrono::steady_clock;
 
@@ -48,11 +50,11 @@ struct ClientOptions {
   bool tls = false;
   std::string ca_pem;
   std::string verify_host = "127.0.0.1";
-  std::optional<CertificateAndKey> client_certificate;
+  std::optional<Pem> client_certificate;
 };
 
 ClientOptions tls_options(std::string ca_pem, std::string verify_host = "127.0.0.1",
-                          std::optional<CertificateAndKey> client_certificate = std::nullopt) {
+                          std::optional<Pem> client_certificate = std::nullopt) {
   ClientOptions o;
   o.tls = true;
   o.ca_pem = std::move(ca_pem);
@@ -81,8 +83,8 @@ class Client {
       ctx_.set_verify_mode(ssl::verify_peer);
       if (!options_.ca_pem.empty()) ctx_.add_certificate_authority(net::buffer(options_.ca_pem));
       if (options_.client_certificate) {
-        ctx_.use_certificate_chain(net::buffer(options_.client_certificate->certificate_pem));
-        ctx_.use_private_key(net::buffer(options_.client_certificate->private_key_pem),
+        ctx_.use_certificate_chain(net::buffer(options_.client_certificate->certificate));
+        ctx_.use_private_key(net::buffer(options_.client_certificate->private_key),
                              ssl::context::pem);
       }
       tls_ = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ioc_, ctx_);
@@ -688,19 +690,17 @@ TEST_CASE("TLS serves a certificate that verifies for 127.0.0.1 and localhost on
 }
 
 TEST_CASE("TLS with a client CA rejects clients without a certificate signed by it") {
-  const CertificateAndKey client_cert =
-      tollgate::testing::generate_self_signed_certificate("tollgate");
+  const Pem client_cert = tollgate::testing::make_self_signed("tollgate");
   FakeApiServerOptions options;
   options.tls = true;
-  options.client_ca_pem = client_cert.certificate_pem;
+  options.client_ca_pem = client_cert.certificate;
   FakeApiServer server(options);
   server.add_collection(kPods, "PodList", "v1", false);
 
   Client anonymous(server.port(), tls_options(server.ca_pem()));
   CHECK(anonymous.get(kPods).status == 0);
-  Client stranger(server.port(),
-                  tls_options(server.ca_pem(), "127.0.0.1",
-                              tollgate::testing::generate_self_signed_certificate("x")));
+  Client stranger(server.port(), tls_options(server.ca_pem(), "127.0.0.1",
+                                             tollgate::testing::make_self_signed("x")));
   CHECK(stranger.get(kPods).status == 0);
   Client known(server.port(), tls_options(server.ca_pem(), "127.0.0.1", client_cert));
   CHECK(known.get(kPods).status == 200);

@@ -99,17 +99,31 @@ X509Ptr new_cert(EVP_PKEY* key, const std::string& cn) {
   return cert;
 }
 
-}  // namespace
-
-Pem make_ca(const std::string& common_name) {
+// A self-signed CA certificate with these key usages; with `server`, also usable as a server
+// or client certificate for 127.0.0.1 and localhost.
+Pem self_signed(const std::string& common_name, const char* key_usage, bool server) {
   PkeyPtr key = new_key();
   X509Ptr cert = new_cert(key.get(), common_name);
   check(X509_set_issuer_name(cert.get(), X509_get_subject_name(cert.get())) == 1, "issuer");
   add_extension(cert.get(), cert.get(), NID_basic_constraints, "critical,CA:TRUE");
-  add_extension(cert.get(), cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign");
+  add_extension(cert.get(), cert.get(), NID_key_usage, key_usage);
   add_extension(cert.get(), cert.get(), NID_subject_key_identifier, "hash");
+  if (server) {
+    add_extension(cert.get(), cert.get(), NID_ext_key_usage, "serverAuth,clientAuth");
+    add_extension(cert.get(), cert.get(), NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost");
+  }
   check(X509_sign(cert.get(), key.get(), EVP_sha256()) > 0, "X509_sign");
   return {to_pem(cert.get()), to_pem(key.get())};
+}
+
+}  // namespace
+
+Pem make_ca(const std::string& common_name) {
+  return self_signed(common_name, "critical,keyCertSign,cRLSign", false);
+}
+
+Pem make_self_signed(const std::string& common_name) {
+  return self_signed(common_name, "critical,digitalSignature,keyCertSign", true);
 }
 
 Pem issue(const Pem& ca, const std::string& common_name, const std::vector<std::string>& sans) {

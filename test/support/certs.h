@@ -15,6 +15,11 @@ struct Pem {
 // A self-signed CA.
 Pem make_ca(const std::string& common_name);
 
+// A self-signed certificate usable both as a CA and as a server or client certificate, for
+// 127.0.0.1 and localhost (subjectAltName); e.g. a test server's certificate that its clients
+// trust as their CA.
+Pem make_self_signed(const std::string& common_name);
+
 // A certificate signed by `ca` (server and client auth) with these subjectAltName entries in
 // OpenSSL's syntax, e.g. {"URI:spiffe://cluster.local/ns/default/sa/frontend",
 // "DNS:localhost", "IP:127.0.0.1"}.

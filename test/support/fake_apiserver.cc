@@ -20,13 +20,6 @@
 #include <stdexcept>
 #include <thread>
 
-#include <openssl/bio.h>
-#include <openssl/bn.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/rand.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -34,6 +27,10 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+
+#include "test/support/certs.h"
+#include "tollgate/util/base64.h"
+#include "tollgate/util/strings.h"
 
 namespace tollgate::testing {
 namespace {
@@ -49,90 +46,6 @@ using Fault = FakeApiServer::Fault;
 using WatchList = FakeApiServer::WatchList;
 // Objects are keyed and sorted by (namespace, name), as the real server sorts by etcd key.
 using Key = std::pair<std::string, std::string>;
-
-// ---- certificates ------------------------------------------------------------------------
-
-template <class T, void (*Free)(T*)>
-struct OpenSslDeleter {
-  void operator()(T* p) const { Free(p); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, OpenSslDeleter<EVP_PKEY, EVP_PKEY_free>>;
-using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, OpenSslDeleter<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
-using X509Ptr = std::unique_ptr<X509, OpenSslDeleter<X509, X509_free>>;
-using BioPtr = std::unique_ptr<BIO, OpenSslDeleter<BIO, BIO_free_all>>;
-using BnPtr = std::unique_ptr<BIGNUM, OpenSslDeleter<BIGNUM, BN_free>>;
-
-void check(bool ok, const char* what) {
-  if (!ok) throw std::runtime_error(std::string("fake apiserver: OpenSSL failed: ") + what);
-}
-
-std::string bio_string(BIO* bio) {
-  char* data = nullptr;
-  const long n = BIO_get_mem_data(bio, &data);
-  return std::string(data, static_cast<std::size_t>(n));
-}
-
-void add_extension(X509* cert, int nid, const char* value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, cert, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-  check(ext != nullptr, "X509V3_EXT_conf_nid");
-  const int ok = X509_add_ext(cert, ext, -1);
-  X509_EXTENSION_free(ext);
-  check(ok == 1, "X509_add_ext");
-}
-
-}  // namespace
-
-CertificateAndKey generate_self_signed_certificate(const std::string& common_name) {
-  PkeyCtxPtr kctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
-  check(kctx != nullptr, "EVP_PKEY_CTX_new_from_name");
-  check(EVP_PKEY_keygen_init(kctx.get()) == 1, "EVP_PKEY_keygen_init");
-  check(EVP_PKEY_CTX_set_group_name(kctx.get(), "P-256") == 1, "EVP_PKEY_CTX_set_group_name");
-  EVP_PKEY* raw_key = nullptr;
-  check(EVP_PKEY_keygen(kctx.get(), &raw_key) == 1, "EVP_PKEY_keygen");
-  PkeyPtr key(raw_key);
-
-  X509Ptr cert(X509_new());
-  check(cert != nullptr, "X509_new");
-  check(X509_set_version(cert.get(), 2) == 1, "X509_set_version");
-  unsigned char serial_bytes[16];
-  check(RAND_bytes(serial_bytes, sizeof serial_bytes) == 1, "RAND_bytes");
-  serial_bytes[0] &= 0x7f;  // positive
-  BnPtr serial(BN_bin2bn(serial_bytes, sizeof serial_bytes, nullptr));
-  check(serial != nullptr &&
-            BN_to_ASN1_INTEGER(serial.get(), X509_get_serialNumber(cert.get())) != nullptr,
-        "serial number");
-  check(X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600) != nullptr, "notBefore");
-  check(X509_gmtime_adj(X509_getm_notAfter(cert.get()), 7L * 24 * 3600) != nullptr, "notAfter");
-  check(X509_set_pubkey(cert.get(), key.get()) == 1, "X509_set_pubkey");
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  check(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                                   reinterpret_cast<const unsigned char*>(common_name.c_str()), -1,
-                                   -1, 0) == 1,
-        "X509_NAME_add_entry_by_txt");
-  check(X509_set_issuer_name(cert.get(), name) == 1, "X509_set_issuer_name");
-  add_extension(cert.get(), NID_basic_constraints, "critical,CA:TRUE");
-  add_extension(cert.get(), NID_key_usage, "critical,digitalSignature,keyCertSign");
-  add_extension(cert.get(), NID_ext_key_usage, "serverAuth,clientAuth");
-  add_extension(cert.get(), NID_subject_key_identifier, "hash");
-  add_extension(cert.get(), NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost");
-  check(X509_sign(cert.get(), key.get(), EVP_sha256()) > 0, "X509_sign");
-
-  CertificateAndKey out;
-  BioPtr cert_bio(BIO_new(BIO_s_mem()));
-  check(cert_bio && PEM_write_bio_X509(cert_bio.get(), cert.get()) == 1, "PEM_write_bio_X509");
-  out.certificate_pem = bio_string(cert_bio.get());
-  BioPtr key_bio(BIO_new(BIO_s_mem()));
-  check(key_bio && PEM_write_bio_PrivateKey(key_bio.get(), key.get(), nullptr, nullptr, 0, nullptr,
-                                            nullptr) == 1,
-        "PEM_write_bio_PrivateKey");
-  out.private_key_pem = bio_string(key_bio.get());
-  return out;
-}
-
-namespace {
 
 // ---- protocol helpers --------------------------------------------------------------------
 
@@ -152,71 +65,22 @@ std::optional<std::uint64_t> parse_rv(const std::string& s) {
   return v;
 }
 
-std::string percent_decode(std::string_view s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size()) {
-      int v = 0;
-      auto [p, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
-      if (ec == std::errc() && p == s.data() + i + 3) {
-        out.push_back(static_cast<char>(v));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(s[i] == '+' ? ' ' : s[i]);
-  }
-  return out;
-}
-
 std::map<std::string, std::string> parse_query(std::string_view q) {
+  // A malformed escape is kept as it is.
+  auto decode = [](std::string_view v) {
+    return util::percent_decode(v, true).value_or(std::string(v));
+  };
   std::map<std::string, std::string> out;
   while (!q.empty()) {
     const auto amp = q.find('&');
     const std::string_view part = q.substr(0, amp);
     const auto eq = part.find('=');
     if (!part.empty()) {
-      out[percent_decode(part.substr(0, eq))] =
-          eq == std::string_view::npos ? "" : percent_decode(part.substr(eq + 1));
+      out[decode(part.substr(0, eq))] =
+          eq == std::string_view::npos ? "" : decode(part.substr(eq + 1));
     }
     if (amp == std::string_view::npos) break;
     q.remove_prefix(amp + 1);
-  }
-  return out;
-}
-
-constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-std::string base64url_encode(const std::string& in) {
-  std::string out;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : in) {
-    acc = (acc << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(kBase64[(acc >> bits) & 0x3f]);
-    }
-  }
-  if (bits > 0) out.push_back(kBase64[(acc << (6 - bits)) & 0x3f]);
-  return out;
-}
-
-std::optional<std::string> base64url_decode(const std::string& in) {
-  std::string out;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    if (c == '=') break;
-    const char* pos = std::strchr(kBase64, c);
-    if (c == '\0' || pos == nullptr) return std::nullopt;
-    acc = (acc << 6) | static_cast<std::uint32_t>(pos - kBase64);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
   }
   return out;
 }
@@ -297,14 +161,14 @@ class FakeApiServer::Impl {
         tls_(options.tls),
         acceptor_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)) {
     if (tls_) {
-      const CertificateAndKey cert = generate_self_signed_certificate("tollgate-fake-apiserver");
-      ca_pem_ = cert.certificate_pem;
+      const Pem cert = make_self_signed("tollgate-fake-apiserver");
+      ca_pem_ = cert.certificate;
       ssl_ctx_.emplace(ssl::context::tls_server);
       ssl_ctx_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                             ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
                             ssl::context::no_tlsv1_1);
-      ssl_ctx_->use_certificate_chain(net::buffer(cert.certificate_pem));
-      ssl_ctx_->use_private_key(net::buffer(cert.private_key_pem), ssl::context::pem);
+      ssl_ctx_->use_certificate_chain(net::buffer(cert.certificate));
+      ssl_ctx_->use_private_key(net::buffer(cert.private_key), ssl::context::pem);
       if (!options.client_ca_pem.empty()) {
         ssl_ctx_->add_certificate_authority(net::buffer(options.client_ca_pem));
         ssl_ctx_->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
@@ -465,6 +329,15 @@ class FakeApiServer::Impl {
   std::vector<Request> requests() const {
     std::lock_guard lock(mu_);
     return requests_;
+  }
+
+  bool wait_for_requests(const std::string& prefix, std::size_t n, double timeout_seconds) const {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::duration<double>(timeout_seconds), [&] {
+      return static_cast<std::size_t>(std::count_if(
+                 requests_.begin(), requests_.end(),
+                 [&](const Request& r) { return r.target.rfind(prefix, 0) == 0; })) >= n;
+    });
   }
 
   void set_max_page(std::size_t n) {
@@ -787,7 +660,7 @@ class FakeApiServer::Impl {
     out.rv = rv_;
     if (cont.empty()) return out;
     json token;
-    const auto decoded = base64url_decode(cont);
+    const auto decoded = util::decode_base64(cont);
     if (decoded) token = json::parse(*decoded, nullptr, false);
     if (!decoded || !token.is_object() || !token.contains("rv") ||
         !token["rv"].is_number_unsigned() || !token.contains("start") ||
@@ -841,7 +714,7 @@ class FakeApiServer::Impl {
       json token = {{"v", "meta.k8s.io/v1"},
                     {"rv", start.rv},
                     {"start", json::array({last->first, last->second})}};
-      meta["continue"] = base64url_encode(token.dump());
+      meta["continue"] = util::encode_base64(token.dump());
       meta["remainingItemCount"] = remaining;
     }
     return "{\"kind\":" + json(c.list_kind).dump() +
@@ -1121,6 +994,10 @@ void FakeApiServer::bookmark(const std::string& path) { impl_->bookmark(path); }
 void FakeApiServer::close_watches(const std::string& path) { impl_->close_watches(path); }
 std::size_t FakeApiServer::open_watches(const std::string& path) const {
   return impl_->open_watches(path);
+}
+bool FakeApiServer::wait_for_requests(const std::string& prefix, std::size_t n,
+                                      double timeout_seconds) const {
+  return impl_->wait_for_requests(prefix, n, timeout_seconds);
 }
 bool FakeApiServer::wait_for_watches(const std::string& path, std::size_t n,
                                      double timeout_seconds) const {

@@ -18,24 +18,14 @@
 namespace tollgate::testing {
 
 struct FakeApiServerOptions {
-  // HTTPS with an EC P-256 self-signed certificate generated at start (SAN IP:127.0.0.1 and
-  // DNS:localhost); ca_pem() returns it.
+  // HTTPS with an EC P-256 self-signed certificate generated at start (make_self_signed in
+  // support/certs.h); ca_pem() returns it.
   bool tls = false;
   // TLS only: when set, require a client certificate that verifies against this CA (PEM).
   std::string client_ca_pem;
   // When set, requests without `Authorization: Bearer <token>` get 401 with a Status body.
   std::string bearer_token;
 };
-
-// A certificate and its private key, both PEM.
-struct CertificateAndKey {
-  std::string certificate_pem;
-  std::string private_key_pem;
-};
-
-// A self-signed EC P-256 certificate usable both as a CA and as a server or client certificate
-// (e.g. as FakeApiServerOptions::client_ca_pem together with the client's own certificate).
-CertificateAndKey generate_self_signed_certificate(const std::string& common_name);
 
 class FakeApiServer {
  public:
@@ -101,7 +91,9 @@ class FakeApiServer {
     int status = 0;  // 0 when the connection was dropped without an answer
   };
   std::vector<Request> requests() const;  // every request, in arrival order
-  void set_max_page(std::size_t n);       // cap on items per list page (0: no cap)
+  // Waits until at least `n` requests have arrived whose target starts with `prefix`.
+  bool wait_for_requests(const std::string& prefix, std::size_t n, double timeout_seconds) const;
+  void set_max_page(std::size_t n);  // cap on items per list page (0: no cap)
 
   // How a watch with sendInitialEvents=true is answered.
   enum class WatchList {

@@ -97,7 +97,7 @@ TEST_CASE("Members and elements are handed over as views, keys unescaped") {
   std::vector<std::pair<std::string, std::string>> members;
   auto r = js::for_each_member(text, [&](std::string_view k, std::string_view v) {
     members.emplace_back(k, v);
-    return util::Result<bool>(true);
+    return util::ok();
   });
   REQUIRE(r.ok());
   REQUIRE(members.size() == 3);
@@ -106,7 +106,7 @@ TEST_CASE("Members and elements are handed over as views, keys unescaped") {
   std::vector<std::string> elements;
   r = js::for_each_element(members[1].second, [&](std::string_view v) {
     elements.emplace_back(v);
-    return util::Result<bool>(true);
+    return util::ok();
   });
   REQUIRE(r.ok());
   CHECK(elements == std::vector<std::string>{"{\"a\":1}", "[2]", "\"x\""});
@@ -114,9 +114,9 @@ TEST_CASE("Members and elements are handed over as views, keys unescaped") {
 
 TEST_CASE("A callback's error stops the scan and is returned") {
   int seen = 0;
-  auto r = js::for_each_element("[1,2,3]", [&](std::string_view) -> util::Result<bool> {
+  auto r = js::for_each_element("[1,2,3]", [&](std::string_view) -> util::Status {
     if (++seen == 2) return util::make_error("stop here");
-    return true;
+    return util::ok();
   });
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().message == "stop here");
@@ -156,7 +156,7 @@ std::vector<std::string> members_of(std::string_view text, bool validated) {
       text,
       [&](std::string_view k, std::string_view v) {
         out.push_back(std::string(k) + "=" + std::string(v));
-        return util::Result<bool>(true);
+        return util::ok();
       },
       validated);
   if (!r.ok()) out.push_back("error: " + r.error().message);

@@ -36,3 +36,17 @@ TEST_CASE("hex digits in either case, anything else is -1") {
   CHECK(hex_digit('g') == -1);
   CHECK(hex_digit('%') == -1);
 }
+
+TEST_CASE("percent_decode decodes escapes in either case and refuses a broken one") {
+  CHECK(percent_decode("a%2Fb%2fc", false) == "a/b/c");
+  CHECK(percent_decode("%41%", false) == std::nullopt);  // a '%' at the end
+  CHECK(percent_decode("%4", false) == std::nullopt);
+  CHECK(percent_decode("%zz", false) == std::nullopt);
+  CHECK(percent_decode("", false) == "");
+  CHECK(percent_decode("%00", false) == std::string(1, '\0'));
+}
+
+TEST_CASE("percent_decode reads '+' as a space only in form encoding") {
+  CHECK(percent_decode("a+b%2B", true) == "a b+");
+  CHECK(percent_decode("a+b", false) == "a+b");
+}

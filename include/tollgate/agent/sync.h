@@ -63,7 +63,7 @@ class Syncer {
  private:
   void run();
   void fail(SyncError kind, const std::string& message);
-  bool accept(const k8s::HttpResponse& r);
+  bool accept(const k8s::ApiResponse& r);
 
   const SyncOptions options_;
   const std::string target_;

@@ -38,7 +38,7 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  util::Result<bool> start();  // bind, then serve on the worker threads
+  util::Status start();  // bind, then serve on the worker threads
   std::uint16_t port() const;
   // Graceful: stop accepting, tell every connection to finish (idle ones close, answers say
   // Connection: close), call the handler's drain(), wait up to 10 s for connections to end,

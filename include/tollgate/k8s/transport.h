@@ -19,7 +19,8 @@
 
 namespace tollgate::k8s {
 
-struct HttpResponse {
+// An answer from the server (the API server, or a tollgate controller for the agent).
+struct ApiResponse {
   int status = 0;
   std::string body;
   std::map<std::string, std::string> headers;  // lower-case names
@@ -37,18 +38,18 @@ class Transport {
   virtual ~Transport() = default;
   // GET `target` (path and query, without the server's base path) with `headers`, and read
   // the whole body, at most `max_body` bytes, within `timeout`.
-  virtual util::Result<HttpResponse> get(const std::string& target,
-                                         std::chrono::milliseconds timeout, std::size_t max_body,
-                                         const HeaderList& headers) = 0;
-  util::Result<HttpResponse> get(const std::string& target, std::chrono::milliseconds timeout,
-                                 std::size_t max_body) {
+  virtual util::Result<ApiResponse> get(const std::string& target,
+                                        std::chrono::milliseconds timeout, std::size_t max_body,
+                                        const HeaderList& headers) = 0;
+  util::Result<ApiResponse> get(const std::string& target, std::chrono::milliseconds timeout,
+                                std::size_t max_body) {
     return get(target, timeout, max_body, HeaderList{});
   }
   // GET a streaming response (a watch). For a 200, each complete line of the body goes to
   // `on_line` (return false to stop reading); the call returns when the server ends the
   // stream. Other statuses return with their body. Errors: connection problems, no byte
   // for `idle` (a stalled stream), a line longer than `max_line`.
-  virtual util::Result<HttpResponse> stream(
+  virtual util::Result<ApiResponse> stream(
       const std::string& target, std::chrono::milliseconds idle, std::size_t max_line,
       const std::function<bool(std::string_view)>& on_line) = 0;
   // From within `on_line`: the idle limit for the rest of the stream (a streaming list waits

@@ -23,14 +23,14 @@ util::Result<std::size_t> value_end(std::string_view text, std::size_t pos);
 // whitespace around it allowed), the key unescaped and the value a view of its text. Stops
 // and returns the callback's error if it returns one. `validated`: the text is known to be
 // valid JSON (value_end accepted it), so values are skipped without checking them again.
-using MemberFn = std::function<util::Result<bool>(std::string_view key, std::string_view value)>;
-util::Result<bool> for_each_member(std::string_view object, const MemberFn& on_member,
-                                   bool validated = false);
+using MemberFn = std::function<util::Status(std::string_view key, std::string_view value)>;
+util::Status for_each_member(std::string_view object, const MemberFn& on_member,
+                             bool validated = false);
 
 // Calls `on_element(value)` for each element of the array `array`.
-using ElementFn = std::function<util::Result<bool>(std::string_view value)>;
-util::Result<bool> for_each_element(std::string_view array, const ElementFn& on_element,
-                                    bool validated = false);
+using ElementFn = std::function<util::Status(std::string_view value)>;
+util::Status for_each_element(std::string_view array, const ElementFn& on_element,
+                              bool validated = false);
 
 // A JSON string token (with its quotes, as the scanner found it), unescaped; an error when the
 // token is not a string.

@@ -28,15 +28,15 @@ struct ObjectText {
   std::string kind, api_version;
   std::string origin;  // "file.yaml#2", "file.json.items[3]"
 };
-using ObjectFn = std::function<util::Result<bool>(const ObjectText&)>;
+using ObjectFn = std::function<util::Status(const ObjectText&)>;
 
 // Reads JSON or YAML text holding one or many documents, `kind: List` items flattened (4
 // deep), and hands each object to `on_object`. JSON is validated, then scanned in place: a
 // List of 100,000 objects is never built as one tree. YAML is read one document at a time.
 // Empty documents are skipped; a document that is not an object is an error. Stops at the
 // first error, the reader's or the callback's; `origin` names the input in errors.
-util::Result<bool> for_each_object(std::string_view text, const std::string& origin,
-                                   const ObjectFn& on_object);
+util::Status for_each_object(std::string_view text, const std::string& origin,
+                             const ObjectFn& on_object);
 
 // The same, each object parsed (for small inputs).
 util::Result<std::vector<Document>> parse_documents(std::string_view text,

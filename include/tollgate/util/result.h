@@ -68,9 +68,14 @@ inline Error make_error(std::string message) { return Error{std::move(message)};
   auto var = std::move(var##_result_).value()
 
 // Propagates an error from an expression returning Status (or any Result whose value the
-// caller does not need); binds no name.
-#define TOLLGATE_TRY_STATUS(expr)                                                                \
-  do {                                                                                           \
-    if (auto tollgate_status_ = (expr); !tollgate_status_.ok()) return tollgate_status_.error(); \
+// caller does not need); binds no name. (Its variable is numbered, so that a TRY inside a
+// lambda inside another TRY's expression does not shadow the outer one.)
+#define TOLLGATE_TRY_STATUS(expr) \
+  TOLLGATE_TRY_STATUS_AS(expr, TOLLGATE_CONCAT(tollgate_s_, __COUNTER__))
+#define TOLLGATE_TRY_STATUS_AS(expr, s)             \
+  do {                                              \
+    if (auto s = (expr); !s.ok()) return s.error(); \
   } while (false)
+#define TOLLGATE_CONCAT(a, b) TOLLGATE_CONCAT_(a, b)
+#define TOLLGATE_CONCAT_(a, b) a##b
 // NOLINTEND(bugprone-macro-parentheses)

@@ -2,6 +2,7 @@
 // Pure functions; thread-safe.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,5 +22,9 @@ std::vector<std::string_view> split(std::string_view s, char sep);
 
 // The value of a hex digit, or -1.
 int hex_digit(char c);
+
+// Percent-decoding (RFC 3986 2.1), with '+' as a space when `plus_is_space` (HTML form query
+// strings); nullopt for a '%' not followed by two hex digits.
+std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space);
 
 }  // namespace tollgate::util
