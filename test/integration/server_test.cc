@@ -26,7 +26,11 @@
 #include <string>
 #include <thread>
 
-#include "support/fake_apiserver.h"
+#include "support/certs.h"
+#include "support/child.h"
+#include "support/deadlines.h"
+#include "support/fixtures.h"
+#include "support/http_get.h"
 #include "support/run.h"
 #include "tollgate/index/objects.h"
 #include "tollgate/publish/publisher.h"
@@ -42,25 +46,15 @@ using Clock = std::chrono::steady_clock;
 
 // ---- cluster objects -------------------------------------------------------------------
 
-index::PolicyObject mk_policy(const std::string& ns, const std::string& name,
-                              const std::string& spec_json) {
-  json j = {{"apiVersion", "security.istio.io/v1"},
-            {"kind", "AuthorizationPolicy"},
-            {"metadata", {{"namespace", ns}, {"name", name}}},
-            {"spec", json::parse(spec_json)}};
-  return index::policy_object(j);
-}
+using testing::del;
+using testing::mk_policy;
+using testing::replace;
+using testing::upsert;
 
+// A running pod of app `app`, labelled app=`app` and running as service account `app`.
 index::PodObject mk_pod(const std::string& ns, const std::string& name, const std::string& app,
                         const std::string& ip) {
-  index::PodObject p;
-  p.namespace_ = ns;
-  p.name = name;
-  p.labels = {{"app", app}};
-  p.service_account = app;
-  p.phase = "Running";
-  p.ips.push_back(ip);
-  return p;
+  return testing::mk_pod(ns, name, {{"app", app}}, ip, app);
 }
 
 index::PolicyObject deny_web(int port) {
@@ -68,27 +62,6 @@ index::PolicyObject deny_web(int port) {
                    R"({"action":"DENY","selector":{"matchLabels":{"app":"web"}},
                        "rules":[{"to":[{"operation":{"ports":[")" +
                        std::to_string(port) + R"("]}}]}]})");
-}
-
-Event upsert(index::Object o, Kind k) {
-  Event e;
-  e.kind = k;
-  e.objects.push_back(std::move(o));
-  return e;
-}
-
-Event del(index::Object o, Kind k) {
-  Event e = upsert(std::move(o), k);
-  e.type = Event::Type::kDelete;
-  return e;
-}
-
-Event replace(Kind k, std::vector<index::Object> objects) {
-  Event e;
-  e.kind = k;
-  e.type = Event::Type::kReplace;
-  e.objects = std::move(objects);
-  return e;
 }
 
 // ---- a small HTTP client ---------------------------------------------------------------
@@ -153,15 +126,15 @@ class Conn {
   bool connected() const { return connected_; }
 
   // TLS handshake trusting `ca_pem`; with `client`, presents that certificate.
-  bool start_tls(const std::string& ca_pem, const testing::CertificateAndKey* client = nullptr) {
+  bool start_tls(const std::string& ca_pem, const testing::Pem* client = nullptr) {
     ctx_ = SSL_CTX_new(TLS_client_method());
     X509* ca = read_cert(ca_pem);
     X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx_), ca);
     X509_free(ca);
     SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
     if (client != nullptr) {
-      X509* c = read_cert(client->certificate_pem);
-      EVP_PKEY* k = read_key(client->private_key_pem);
+      X509* c = read_cert(client->certificate);
+      EVP_PKEY* k = read_key(client->private_key);
       SSL_CTX_use_certificate(ctx_, c);
       SSL_CTX_use_PrivateKey(ctx_, k);
       X509_free(c);
@@ -206,7 +179,7 @@ class Conn {
   }
 
   // The next response, or nullopt when the connection closes or nothing comes in time.
-  std::optional<Reply> reply(std::chrono::milliseconds timeout = 10s) {
+  std::optional<Reply> reply(std::chrono::milliseconds timeout = testing::deadline(10s)) {
     const auto deadline = Clock::now() + timeout;
     auto left = [&] {
       return std::max(
@@ -260,7 +233,8 @@ class Conn {
     return false;
   }
 
-  std::optional<Reply> request(const std::string& raw, std::chrono::milliseconds timeout = 10s) {
+  std::optional<Reply> request(const std::string& raw,
+                               std::chrono::milliseconds timeout = testing::deadline(10s)) {
     if (!send(raw)) return std::nullopt;
     return reply(timeout);
   }
@@ -315,7 +289,7 @@ struct Service {
   // Waits until the snapshot the server answers from satisfies `pred` (the publisher's own
   // snapshot is ahead of it until the publish listener has run).
   bool settle(const std::function<bool(const publish::Snapshot&)>& pred) {
-    const auto deadline = Clock::now() + 10s;
+    const auto deadline = Clock::now() + testing::deadline(10s);
     while (Clock::now() < deadline) {
       if (pred(*server.snapshot())) return true;
       std::this_thread::sleep_for(2ms);
@@ -332,7 +306,7 @@ struct Service {
   }
 
   bool parked(std::size_t n) {
-    const auto deadline = Clock::now() + 10s;
+    const auto deadline = Clock::now() + testing::deadline(10s);
     while (Clock::now() < deadline) {
       if (server.parked() == n) return true;
       std::this_thread::sleep_for(5ms);
@@ -447,7 +421,7 @@ TEST_CASE("A long-poll is parked and answered with the new table when that pod's
   const auto t0 = Clock::now();
   auto r = web.reply();
   REQUIRE(r);
-  CHECK(Clock::now() - t0 < 2s);
+  CHECK(Clock::now() - t0 < testing::deadline(2s));
   CHECK(r->status == 200);
   CHECK(r->header("etag") != web_etag);
   CHECK(r->header("etag") == svc.etag("default", "web-1"));
@@ -556,7 +530,7 @@ TEST_CASE("A long-poll on an unchanged table answers 304 when its wait ends") {
   CHECK(r->status == 304);
   CHECK(r->header("etag") == etag);
   CHECK(took >= 900ms);
-  CHECK(took < 5s);
+  CHECK(took < testing::deadline(5s));
   CHECK(svc.server.parked() == 0);
 }
 
@@ -570,7 +544,7 @@ TEST_CASE("The long-poll wait is capped by max_wait") {
                            "If-None-Match: " + svc.etag("default", "db-1") + "\r\n"));
   REQUIRE(r);
   CHECK(r->status == 304);
-  CHECK(Clock::now() - t0 < 5s);
+  CHECK(Clock::now() - t0 < testing::deadline(5s));
 }
 
 TEST_CASE("A long-poll on a pod that disappears answers 404") {
@@ -611,9 +585,9 @@ TEST_CASE("Shutdown answers parked long-polls with 304 and closes the connection
   REQUIRE(r);
   CHECK(r->status == 304);
   CHECK(r->header("connection") == "close");
-  CHECK(idle.closed_within(5s));  // idle keep-alive connections are closed too
+  CHECK(idle.closed_within(testing::deadline(5s)));  // idle keep-alive connections are closed too
   done.get();
-  CHECK(Clock::now() - t0 < 5s);
+  CHECK(Clock::now() - t0 < testing::deadline(5s));
   Conn late(svc.port());
   CHECK_FALSE(late.request(get("/healthz"), 500ms));
 }
@@ -793,7 +767,7 @@ TEST_CASE("An oversized header answers 413 and closes the connection") {
   REQUIRE(r);
   CHECK(r->status == 413);
   CHECK(r->body_json()["error"].get<std::string>().find("header") != std::string::npos);
-  CHECK(c.closed_within(2s));
+  CHECK(c.closed_within(testing::deadline(2s)));
 }
 
 TEST_CASE("An oversized body answers 413 before it is read") {
@@ -821,7 +795,7 @@ TEST_CASE("A client still sending a refused body gets its 413: the server drains
   auto r = c.reply();
   REQUIRE(r);
   CHECK(r->status == 413);
-  CHECK(c.closed_within(3s));
+  CHECK(c.closed_within(testing::deadline(3s)));
 }
 
 TEST_CASE("Garbage bytes answer 400 and the server keeps serving") {
@@ -835,7 +809,7 @@ TEST_CASE("Garbage bytes answer 400 and the server keeps serving") {
     REQUIRE(r);
     CHECK(r->status == 400);
     CHECK(r->body_json()["error"].get<std::string>().find("malformed HTTP") != std::string::npos);
-    CHECK(c.closed_within(2s));
+    CHECK(c.closed_within(testing::deadline(2s)));
   }
   auto ok = svc.request(get("/healthz"));
   REQUIRE(ok);
@@ -874,7 +848,7 @@ TEST_CASE("A slow-loris client is cut off when its header does not arrive in tim
     }
   }
   CHECK(closed);
-  CHECK(Clock::now() - t0 < 3s);
+  CHECK(Clock::now() - t0 < testing::deadline(3s));
 }
 
 TEST_CASE("A slow body is cut off after the body timeout") {
@@ -882,8 +856,8 @@ TEST_CASE("A slow body is cut off after the body timeout") {
   Conn c(svc.port());
   REQUIRE(c.send("POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"));
   const auto t0 = Clock::now();
-  CHECK(c.closed_within(4s));
-  CHECK(Clock::now() - t0 < 3s);
+  CHECK(c.closed_within(testing::deadline(4s)));
+  CHECK(Clock::now() - t0 < testing::deadline(3s));
 }
 
 TEST_CASE("An idle keep-alive connection is closed after the idle timeout") {
@@ -893,7 +867,7 @@ TEST_CASE("An idle keep-alive connection is closed after the idle timeout") {
   REQUIRE(r);
   CHECK(r->status == 200);
   const auto t0 = Clock::now();
-  CHECK(c.closed_within(5s));
+  CHECK(c.closed_within(testing::deadline(5s)));
   CHECK(Clock::now() - t0 >= 1500ms);
 }
 
@@ -907,7 +881,7 @@ TEST_CASE("Connections beyond the cap are refused with 503 and accepted again on
   while (svc.server.connections() < 2 && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
   REQUIRE(svc.server.connections() == 2);
   Conn refused(svc.port());
-  auto r = refused.reply(5s);
+  auto r = refused.reply(testing::deadline(5s));
   REQUIRE(r);
   CHECK(r->status == 503);
   a.reset();
@@ -927,16 +901,16 @@ struct TlsFiles {
   std::string cert = (dir.path() / "tls.crt").string();
   std::string key = (dir.path() / "tls.key").string();
   std::string client_ca = (dir.path() / "client-ca.crt").string();
-  void write(const testing::CertificateAndKey& c) {
-    testing::write_file(key, c.private_key_pem);
-    testing::write_file(cert, c.certificate_pem);
+  void write(const testing::Pem& c) {
+    testing::write_file(key, c.private_key);
+    testing::write_file(cert, c.certificate);
   }
 };
 
 TEST_CASE("TLS serves the certificate from the files and picks up a replaced certificate") {
   TlsFiles files;
-  const auto one = testing::generate_self_signed_certificate("tollgate-one");
-  const auto two = testing::generate_self_signed_certificate("tollgate-two");
+  const auto one = testing::make_self_signed("tollgate-one");
+  const auto two = testing::make_self_signed("tollgate-two");
   files.write(one);
   server::ServerOptions o;
   o.tls_cert_file = files.cert;
@@ -945,7 +919,7 @@ TEST_CASE("TLS serves the certificate from the files and picks up a replaced cer
   Service svc(o);
   {
     Conn c(svc.port());
-    REQUIRE(c.start_tls(one.certificate_pem));
+    REQUIRE(c.start_tls(one.certificate));
     CHECK(c.peer_common_name() == "tollgate-one");
     auto r = c.request(get("/healthz"));
     REQUIRE(r);
@@ -960,7 +934,7 @@ TEST_CASE("TLS serves the certificate from the files and picks up a replaced cer
   const auto deadline = Clock::now() + 10s;
   while (Clock::now() < deadline) {
     Conn c(svc.port());
-    if (c.start_tls(two.certificate_pem)) {
+    if (c.start_tls(two.certificate)) {
       seen = c.peer_common_name();
       auto r = c.request(get("/healthz"));
       REQUIRE(r);
@@ -974,7 +948,7 @@ TEST_CASE("TLS serves the certificate from the files and picks up a replaced cer
 
 TEST_CASE("Over TLS a long-poll is answered on a change and its connection carries on") {
   TlsFiles files;
-  const auto cert = testing::generate_self_signed_certificate("tollgate-one");
+  const auto cert = testing::make_self_signed("tollgate-one");
   files.write(cert);
   server::ServerOptions o;
   o.tls_cert_file = files.cert;
@@ -983,7 +957,7 @@ TEST_CASE("Over TLS a long-poll is answered on a change and its connection carri
   svc.sync();
   const auto etag = svc.etag("default", "web-1");
   Conn c(svc.port());
-  REQUIRE(c.start_tls(cert.certificate_pem));
+  REQUIRE(c.start_tls(cert.certificate));
   REQUIRE(c.send(get("/v1/tables/default/web-1?wait=30", "If-None-Match: " + etag + "\r\n")));
   REQUIRE(svc.parked(1));
   svc.pub.submit(upsert(deny_web(9090), Kind::kPolicy));
@@ -1004,11 +978,11 @@ TEST_CASE("Over TLS a long-poll is answered on a change and its connection carri
 
 TEST_CASE("With a client CA, only clients presenting a certificate it signed are served") {
   TlsFiles files;
-  const auto server_cert = testing::generate_self_signed_certificate("tollgate");
-  const auto client = testing::generate_self_signed_certificate("agent");
-  const auto stranger = testing::generate_self_signed_certificate("stranger");
+  const auto server_cert = testing::make_self_signed("tollgate");
+  const auto client = testing::make_self_signed("agent");
+  const auto stranger = testing::make_self_signed("stranger");
   files.write(server_cert);
-  testing::write_file(files.client_ca, client.certificate_pem);
+  testing::write_file(files.client_ca, client.certificate);
   server::ServerOptions o;
   o.tls_cert_file = files.cert;
   o.tls_key_file = files.key;
@@ -1016,16 +990,16 @@ TEST_CASE("With a client CA, only clients presenting a certificate it signed are
   Service svc(o);
   {
     Conn c(svc.port());
-    REQUIRE(c.start_tls(server_cert.certificate_pem, &client));
+    REQUIRE(c.start_tls(server_cert.certificate, &client));
     auto r = c.request(get("/healthz"));
     REQUIRE(r);
     CHECK(r->status == 200);
   }
-  for (const auto* who : {static_cast<const testing::CertificateAndKey*>(nullptr), &stranger}) {
+  for (const auto* who : {static_cast<const testing::Pem*>(nullptr), &stranger}) {
     Conn c(svc.port());
     // TLS 1.3 finishes the client's side of the handshake before the server has checked
     // the client: the refusal shows on the first read at the latest.
-    const bool handshake = c.start_tls(server_cert.certificate_pem, who);
+    const bool handshake = c.start_tls(server_cert.certificate, who);
     CHECK_FALSE((handshake && c.request(get("/healthz"), 3s)));
   }
 }
@@ -1080,14 +1054,58 @@ TEST_CASE("tollgate run serves the manifests, and SIGTERM answers a parked long-
   CHECK_FALSE(c.reply(300ms));  // parked
   const auto t0 = Clock::now();
   ::kill(pid, SIGTERM);
-  auto r = c.reply(10s);
+  auto r = c.reply(testing::deadline(10s));
   REQUIRE(r);
   CHECK(r->status == 304);
   int status = -1;
   ::waitpid(pid, &status, 0);
-  CHECK(Clock::now() - t0 < 10s);
+  CHECK(Clock::now() - t0 < testing::deadline(10s));
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("With --log-level debug, tollgate run logs each publish and each long-poll it wakes") {
+  testing::TempDir dir;
+  const auto manifests = dir.path() / "manifests";
+  std::filesystem::copy(testing::source_path("examples/seed"), manifests);
+  const auto port_file = dir.path() / "port";
+  testing::Child child({"run", "--manifests", manifests.string(), "--listen", "127.0.0.1:0",
+                        "--port-file", port_file.string(), "--log-level", "debug"});
+  const auto port = child.await_port(port_file, testing::deadline(30s));
+  INFO(child.log());
+  REQUIRE(port != 0);
+  std::optional<testing::HttpReply> list;
+  const auto until = Clock::now() + testing::deadline(30s);
+  while (Clock::now() < until && !(list && list->status == 200)) {
+    list = testing::http_get(port, "/v1/workloads");
+    if (!(list && list->status == 200)) std::this_thread::sleep_for(20ms);  // another process
+  }
+  REQUIRE(list);
+  REQUIRE(list->status == 200);
+  const auto w = json::parse(list->body)["workloads"].at(0);
+  const std::string ns = w["namespace"].get<std::string>();
+  Conn c(port);
+  REQUIRE(c.send(get("/v1/tables/" + ns + "/" + w["pod"].get<std::string>() + "?wait=60",
+                     "If-None-Match: " + w["etag"].get<std::string>() + "\r\n")));
+  REQUIRE(child.log().find("\"msg\":\"snapshot published\"") != std::string::npos);
+  // Once parked (the child's metrics say so), a DENY for the whole namespace changes the pod's
+  // table and wakes the poll.
+  bool parked = false;
+  while (Clock::now() < until && !parked) {
+    auto m = testing::http_get(port, "/metrics");
+    parked = m && m->body.find("\ntollgate_parked_long_polls 1") != std::string::npos;
+    if (!parked) std::this_thread::sleep_for(20ms);  // another process: polled
+  }
+  REQUIRE(parked);
+  testing::write_file(manifests / "zz-deny.yaml",
+                      "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+                      "metadata: {name: debug-deny, namespace: " +
+                          ns + "}\nspec: {action: DENY, rules: [{}]}\n");
+  auto r = c.reply(testing::deadline(10s));
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK_THAT(child.log(),
+             Catch::Contains("\"msg\":\"long-poll woken by a publish\",\"pod\":\"" + ns + "/"));
 }
 
 }  // namespace

@@ -5,11 +5,14 @@
 #include <random>
 #include <thread>
 
+#include "support/certs.h"
+#include "support/deadlines.h"
 #include "support/fake_apiserver.h"
 #include "support/from_scratch.h"
 #include "support/run.h"
 #include "tollgate/app/cluster_source.h"
 #include "tollgate/publish/publisher.h"
+#include "tollgate/util/base64.h"
 
 namespace tollgate {
 namespace {
@@ -68,11 +71,7 @@ std::size_t requests_to(const FakeApiServer& api, const std::string& path) {
 
 // Waits until the fake has seen more than `seen` requests to `path`.
 bool await_request(const FakeApiServer& api, const std::string& path, std::size_t seen) {
-  for (int i = 0; i < 1000; ++i) {
-    if (requests_to(api, path) > seen) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return false;
+  return api.wait_for_requests(path, seen + 1, 10.0 * testing::kTimeScale);
 }
 
 // The requests made to exactly `path` (not its namespaced or other paths), in order.
@@ -124,7 +123,7 @@ bool all_failing(const publish::Publisher& pub) {
                         return !h.healthy && h.message.rfind("failing", 0) == 0;
                       });
              },
-             15s) != nullptr;
+             testing::deadline(15s)) != nullptr;
 }
 
 struct Cluster {
@@ -153,8 +152,8 @@ struct Cluster {
     api.upsert(policies_path, mk_policy("istio-system", "allow-all-80", "", "ALLOW", 80));
   }
 
-  util::Result<bool> start(k8s::ClusterConfig config = {}, int watch_timeout_seconds = 5,
-                           std::chrono::milliseconds initial_events_idle = 10s) {
+  util::Status start(k8s::ClusterConfig config = {}, int watch_timeout_seconds = 5,
+                     std::chrono::milliseconds initial_events_idle = 10s) {
     pub.start();
     config.server = api.url();
     auto parsed = k8s::parse_server(config);
@@ -186,7 +185,7 @@ struct Cluster {
   }
 
   // Waits until the published tables equal a from-scratch compile of the fake's state.
-  bool converged(std::chrono::milliseconds timeout = 15s) {
+  bool converged(std::chrono::milliseconds timeout = testing::deadline(15s)) {
     const auto want = expected();
     auto s = pub.wait_for(
         [&](const publish::Snapshot& snap) {
@@ -212,7 +211,7 @@ TEST_CASE("Lists and watch events are published as tables equal to a from-scratc
   CHECK(s->namespace_names->contains("shop"));
   CHECK(s->service_accounts->contains("shop/default"));
 
-  REQUIRE(c.api.wait_for_watches(kPods, 1, 5));
+  REQUIRE(c.api.wait_for_watches(kPods, 1, 5 * testing::kTimeScale));
   c.api.upsert(kPods, mk_pod("shop", "cart-2", "cart"));
   c.api.remove(kPods, "default", "web-2");
   c.api.upsert(c.policies_path, mk_policy("shop", "deny-cart", "cart", "DENY", 9090));
@@ -229,12 +228,12 @@ TEST_CASE("Watch events are published as they arrive, long before the watch time
   Cluster c;
   REQUIRE(c.start({}, 600).ok());
   REQUIRE(c.converged());
-  REQUIRE(c.api.wait_for_watches(kPods, 1, 5));
-  REQUIRE(c.api.wait_for_watches(c.policies_path, 1, 5));
+  REQUIRE(c.api.wait_for_watches(kPods, 1, 5 * testing::kTimeScale));
+  REQUIRE(c.api.wait_for_watches(c.policies_path, 1, 5 * testing::kTimeScale));
   for (int i = 0; i < 3; ++i) {
     c.api.upsert(kPods, mk_pod("shop", "live-" + std::to_string(i), "cart"));
     c.api.upsert(c.policies_path, mk_policy("shop", "live", "cart", "DENY", 7000 + i));
-    REQUIRE(c.converged(3s));
+    REQUIRE(c.converged(testing::deadline(3s)));
   }
   CHECK(c.source->stats()[1].relists == 0);
   CHECK(c.source->stats()[1].events >= 3);
@@ -354,8 +353,8 @@ TEST_CASE("An expired resourceVersion relists, and objects deleted meanwhile are
   Cluster c;
   REQUIRE(c.start().ok());
   REQUIRE(c.converged());
-  REQUIRE(c.api.wait_for_watches(kPods, 1, 5));
-  REQUIRE(c.api.wait_for_watches(c.policies_path, 1, 5));
+  REQUIRE(c.api.wait_for_watches(kPods, 1, 5 * testing::kTimeScale));
+  REQUIRE(c.api.wait_for_watches(c.policies_path, 1, 5 * testing::kTimeScale));
   // Take the watches down, change things while nobody watches, and forget the history. Ten
   // failures with backoff keep the watchers away for over a second, however slow this
   // thread is scheduled (ASan, a loaded machine).
@@ -381,13 +380,13 @@ TEST_CASE("A 410 status on the watch request relists") {
   Cluster c;
   REQUIRE(c.start().ok());
   REQUIRE(c.converged());
-  REQUIRE(c.api.wait_for_watches(kPods, 1, 5));
+  REQUIRE(c.api.wait_for_watches(kPods, 1, 5 * testing::kTimeScale));
   c.api.inject(kPods, Fault::kHttp410);
   c.api.close_watches(kPods);
   // The rewatch meets the 410 and relists. (A change made now could still ride out on the
   // closing watch, so the relist is awaited first.)
   bool relisted = false;
-  for (int i = 0; i < 500 && !relisted; ++i) {
+  for (int i = 0; i < 500 * testing::kTimeScale && !relisted; ++i) {
     relisted = c.source->stats()[1].relists >= 1;
     if (!relisted) std::this_thread::sleep_for(10ms);
   }
@@ -405,7 +404,7 @@ TEST_CASE("Dropped, garbage, stalled and erroring watches resume and converge") 
        {Fault::kDropMidStream, Fault::kGarbageLine, Fault::kStall, Fault::kErrorEvent410,
         Fault::kDropBeforeResponse, Fault::kHttp500, Fault::kHttp429}) {
     INFO("fault " << static_cast<int>(fault));
-    REQUIRE(c.api.wait_for_watches(kPods, 1, 10));
+    REQUIRE(c.api.wait_for_watches(kPods, 1, 10 * testing::kTimeScale));
     c.api.set_stall_seconds(3);
     const auto seen = requests_to(c.api, kPods);
     c.api.inject(kPods, fault);
@@ -451,38 +450,11 @@ TEST_CASE("An untrusted server certificate is refused and nothing is published a
   o.tls = true;
   Cluster c(o);
   k8s::ClusterConfig config;
-  config.ca_pem = testing::generate_self_signed_certificate("someone else").certificate_pem;
+  config.ca_pem = testing::make_self_signed("someone else").certificate;
   REQUIRE(c.start(config).ok());
   REQUIRE(all_failing(c.pub));
   CHECK_FALSE(c.pub.current()->synced);
   CHECK(c.api.requests().empty());  // the handshake failed before any request
-}
-
-std::string base64(const std::string& in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  std::size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    const unsigned v = (static_cast<unsigned char>(in[i]) << 16) |
-                       (static_cast<unsigned char>(in[i + 1]) << 8) |
-                       static_cast<unsigned char>(in[i + 2]);
-    for (int k = 18; k >= 0; k -= 6) out += kAlphabet[(v >> k) & 63];
-  }
-  if (i + 1 == in.size()) {
-    const unsigned v = static_cast<unsigned char>(in[i]) << 16;
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == in.size()) {
-    const unsigned v =
-        (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += '=';
-  }
-  return out;
 }
 
 TEST_CASE("tollgate run --kubeconfig --once prints the cluster's tables (TLS and a token)") {
@@ -491,17 +463,19 @@ TEST_CASE("tollgate run --kubeconfig --once prints the cluster's tables (TLS and
   o.bearer_token = "s3cret-token";
   Cluster c(o);
   testing::TempDir dir;
-  testing::write_file(dir.path() / "kubeconfig",
-                      "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
-                      "clusters:\n- name: fake\n  cluster:\n    server: " +
-                          c.api.url() +
-                          "\n    certificate-authority-data: " + base64(c.api.ca_pem()) +
-                          "\nusers:\n- name: me\n  user:\n    token: s3cret-token\n"
-                          "contexts:\n- name: fake\n  context: {cluster: fake, user: me}\n");
-  const auto r = testing::run_tollgate("run --once --kubeconfig '" +
+  testing::write_file(
+      dir.path() / "kubeconfig",
+      "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
+      "clusters:\n- name: fake\n  cluster:\n    server: " +
+          c.api.url() + "\n    certificate-authority-data: " + util::encode_base64(c.api.ca_pem()) +
+          "\nusers:\n- name: me\n  user:\n    token: s3cret-token\n"
+          "contexts:\n- name: fake\n  context: {cluster: fake, user: me}\n");
+  const auto r = testing::run_tollgate("run --once --log-level debug --kubeconfig '" +
                                        (dir.path() / "kubeconfig").string() + "'");
   INFO(r.err);
   REQUIRE(r.status == 0);
+  // --log-level debug: each watch start is logged (here the streaming lists).
+  CHECK(r.err.find("\"msg\":\"streaming list started\",\"kind\":\"Pod\"") != std::string::npos);
   CHECK(r.out.find("\"pod\":\"web-1\"") != std::string::npos);
   CHECK(r.out.find("\"pod\":\"cart-1\"") != std::string::npos);
   CHECK(r.out.find("\"pod\":\"done-1\"") == std::string::npos);
@@ -522,16 +496,16 @@ TEST_CASE("A server certificate for another name is refused (hostname verificati
 }
 
 TEST_CASE("A client certificate from the kubeconfig authenticates to the server") {
-  const auto client = testing::generate_self_signed_certificate("tollgate");
+  const auto client = testing::make_self_signed("tollgate");
   testing::FakeApiServerOptions o;
   o.tls = true;
-  o.client_ca_pem = client.certificate_pem;
+  o.client_ca_pem = client.certificate;
   Cluster c(o);
   k8s::ClusterConfig config;
   config.ca_pem = c.api.ca_pem();
   SECTION("with the certificate the watch converges") {
-    config.client_cert_pem = client.certificate_pem;
-    config.client_key_pem = client.private_key_pem;
+    config.client_cert_pem = client.certificate;
+    config.client_key_pem = client.private_key;
     REQUIRE(c.start(config).ok());
     REQUIRE(c.converged());
   }
@@ -583,7 +557,7 @@ TEST_CASE("Soak: random mutations and faults end in tables equal to a from-scrat
     }
     if (step % 500 == 499) std::this_thread::sleep_for(50ms);
   }
-  REQUIRE(c.converged(60s));
+  REQUIRE(c.converged(testing::deadline(60s)));
   const auto st = c.source->stats();
   INFO("pod relists " << st[1].relists << ", policy relists " << st[0].relists);
   CHECK(st[1].relists + st[0].relists >= 1);  // compactions forced at least one relist

@@ -1,4 +1,5 @@
-// Small builders for tests: a policy from YAML, a workload, a request from JSON, a decision.
+// Small builders for tests: a policy from YAML, a workload, a request from JSON, a decision;
+// cluster objects and index events as the sources hand them to the index.
 #pragma once
 
 #include <stdexcept>
@@ -7,6 +8,7 @@
 
 #include "tollgate/compile/compile.h"
 #include "tollgate/eval/evaluate.h"
+#include "tollgate/index/objects.h"
 #include "tollgate/policy/parse.h"
 
 namespace tollgate::testing {
@@ -64,6 +66,55 @@ inline Outcome decide(const std::vector<policy::Policy>& ps, const policy::Workl
   }
   o.reason = eval::reason(table, d, p);
   return o;
+}
+
+// ---- cluster objects and index events ----------------------------------------------------
+
+// An AuthorizationPolicy object with this spec (JSON text), as the index takes it.
+inline index::PolicyObject mk_policy(const std::string& ns, const std::string& name,
+                                     const std::string& spec_json) {
+  nlohmann::json j = {{"apiVersion", "security.istio.io/v1"},
+                      {"kind", "AuthorizationPolicy"},
+                      {"metadata", {{"namespace", ns}, {"name", name}}},
+                      {"spec", nlohmann::json::parse(spec_json)}};
+  return index::policy_object(j);
+}
+
+// A running pod, as the index takes it.
+inline index::PodObject mk_pod(const std::string& ns, const std::string& name,
+                               std::vector<std::pair<std::string, std::string>> labels,
+                               const std::string& ip = "",
+                               const std::string& service_account = "") {
+  index::PodObject p;
+  p.namespace_ = ns;
+  p.name = name;
+  p.labels = std::move(labels);
+  p.service_account = service_account;
+  p.phase = "Running";
+  if (!ip.empty()) p.ips.push_back(ip);
+  return p;
+}
+
+inline index::Event upsert(index::Object o, index::Kind k) {
+  index::Event e;
+  e.kind = k;
+  e.objects.push_back(std::move(o));
+  return e;
+}
+
+inline index::Event del(index::Object o, index::Kind k) {
+  index::Event e = upsert(std::move(o), k);
+  e.type = index::Event::Type::kDelete;
+  return e;
+}
+
+// A complete list of one kind: the index's state of that kind becomes exactly `objects`.
+inline index::Event replace(index::Kind k, std::vector<index::Object> objects = {}) {
+  index::Event e;
+  e.kind = k;
+  e.type = index::Event::Type::kReplace;
+  e.objects = std::move(objects);
+  return e;
 }
 
 }  // namespace tollgate::testing

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/deadlines.h"
 #include "support/run.h"
 #include "tollgate/publish/publisher.h"
 
@@ -53,7 +54,7 @@ struct Running {
                  const auto* e = s.find("default", "web");
                  return s.synced && e != nullptr && e->table && e->table->table.policies == want;
                },
-               5s) != nullptr;
+               testing::deadline(5s)) != nullptr;
   }
   // Waits for a published snapshot whose sources' health says `text` (health is published).
   std::shared_ptr<const publish::Snapshot> wait_health(const std::string& text) {
@@ -61,7 +62,7 @@ struct Running {
         [&](const publish::Snapshot& s) {
           return !s.health.empty() && s.health[0].message.find(text) != std::string::npos;
         },
-        5s);
+        testing::deadline(5s));
   }
 };
 
@@ -147,7 +148,7 @@ TEST_CASE("A changed file is read again, and only that file") {
         return e != nullptr && e->table && e->table->table.deny.size() == 2 &&
                e->table->wire.find("8080") != std::string::npos;
       },
-      5s));
+      testing::deadline(5s)));
   CHECK(r.dir->files_read() == read_before + 1);
 }
 
@@ -164,7 +165,7 @@ TEST_CASE("Where two files define one policy the later wins, and the earlier one
                  return s.synced && e != nullptr && e->table &&
                         e->table->wire.find(port) != std::string::npos;
                },
-               5s) != nullptr;
+               testing::deadline(5s)) != nullptr;
   };
   REQUIRE(wire_has("2222"));
   std::filesystem::remove(d.path() / "b.yaml");  // a.yaml's version stands again

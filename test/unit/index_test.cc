@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <random>
 
+#include "support/fixtures.h"
 #include "support/from_scratch.h"
 #include "tollgate/publish/snapshot.h"
 
@@ -12,48 +13,11 @@ namespace {
 using index::Event;
 using index::Kind;
 
-index::PolicyObject mk_policy(const std::string& ns, const std::string& name,
-                              const std::string& spec_json) {
-  auto j = nlohmann::json::parse(R"({"apiVersion":"security.istio.io/v1",
-    "kind":"AuthorizationPolicy","metadata":{}})");
-  j["metadata"]["namespace"] = ns;
-  j["metadata"]["name"] = name;
-  j["spec"] = nlohmann::json::parse(spec_json);
-  return index::policy_object(j);
-}
-
-index::PodObject mk_pod(const std::string& ns, const std::string& name,
-                        std::vector<std::pair<std::string, std::string>> labels,
-                        const std::string& ip = "") {
-  index::PodObject p;
-  p.namespace_ = ns;
-  p.name = name;
-  p.labels = std::move(labels);
-  p.phase = "Running";
-  if (!ip.empty()) p.ips.push_back(ip);
-  return p;
-}
-
-Event upsert(index::Object o, Kind k) {
-  Event e;
-  e.kind = k;
-  e.objects.push_back(std::move(o));
-  return e;
-}
-
-Event del(index::Object o, Kind k) {
-  Event e = upsert(std::move(o), k);
-  e.type = Event::Type::kDelete;
-  return e;
-}
-
-Event replace(Kind k, std::vector<index::Object> objects = {}) {
-  Event e;
-  e.kind = k;
-  e.type = Event::Type::kReplace;
-  e.objects = std::move(objects);
-  return e;
-}
+using testing::del;
+using testing::mk_pod;
+using testing::mk_policy;
+using testing::replace;
+using testing::upsert;
 
 struct Harness {
   index::Index idx{policy::MeshConfig{}};
