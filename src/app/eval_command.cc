@@ -187,89 +187,100 @@ class LineEvaluator {
     if (parser_.iterate(text.data(), text.size(), room).get(doc) || doc.get_object().get(obj)) {
       return false;
     }
-    auto str = [](simdjson::ondemand::value v, std::optional<std::string>& out) {
-      std::string_view s;
-      if (v.get_string().get(s)) return false;
-      out = std::string(s);
-      return true;
-    };
     for (auto field : obj) {
       std::string_view key;
       simdjson::ondemand::value v;
       if (field.unescaped_key().get(key) || field.value().get(v)) return false;
-      if (key == "protocol") {
-        std::string_view s;
-        if (v.get_string().get(s)) return false;
-        if (s == "tcp") {
-          r.tcp = true;
-        } else if (s != "http") {
-          return false;
-        }
-      } else if (key == "source") {
-        simdjson::ondemand::object src;
-        if (v.get_object().get(src)) return false;
-        for (auto f : src) {
-          std::string_view k, s;
-          if (f.unescaped_key().get(k) || f.value().get_string().get(s)) return false;
-          if (k == "principal") {
-            if (s.substr(0, 9) == "spiffe://") s.remove_prefix(9);
-            if (s.empty()) return false;
-            r.principal = std::string(s);
-          } else if (k == "ip" || k == "remoteIp") {
-            if (!policy::parse_ip(s)) return false;
-            (k == "ip" ? r.source_ip : r.remote_ip) = std::string(s);
-          } else {
-            return false;
-          }
-        }
-      } else if (key == "method") {
-        if (!str(v, r.method)) return false;
-      } else if (key == "path") {
-        if (!str(v, r.path)) return false;
-      } else if (key == "host") {
-        if (!str(v, r.host)) return false;
-      } else if (key == "sni") {
-        if (!str(v, r.sni)) return false;
-      } else if (key == "requestPrincipal") {
-        if (!str(v, r.request_principal)) return false;
-      } else if (key == "destinationIp") {
-        if (!str(v, r.destination_ip) || !policy::parse_ip(*r.destination_ip)) return false;
-      } else if (key == "port") {
-        std::int64_t port = 0;
-        if (v.get_int64().get(port) || port < 0 || port > 65535) return false;
-        r.port = static_cast<int>(port);
-      } else if (key == "headers") {
-        simdjson::ondemand::object hs;
-        if (v.get_object().get(hs)) return false;
-        for (auto f : hs) {
-          std::string_view k, s;
-          if (f.unescaped_key().get(k) || f.value().get_string().get(s)) return false;
-          std::string lower(k);
-          util::to_lower(lower);
-          for (const auto& h : r.headers) {
-            if (h.first == lower) return false;  // repeated names: joined by the full parser
-          }
-          r.headers.emplace_back(std::move(lower), std::string(s));
-        }
-      } else if (key == "jwtClaims") {
-        simdjson::ondemand::object claims;
-        std::string_view raw;
-        if (v.get_object().get(claims) || claims.raw_json().get(raw)) return false;
-        try {
-          r.jwt_claims = json::parse(raw);
-        } catch (const json::exception&) {
-          return false;
-        }
-      } else if (key == "extAuthzDecision") {
-        std::string_view s;
-        if (v.get_string().get(s) || (s != "ALLOW" && s != "DENY")) return false;
-        r.ext_authz_default = std::string(s);
+      if (!fast_field(key, v, r)) return false;
+    }
+    if (!r.remote_ip) r.remote_ip = r.source_ip;
+    return !eval::request_principal_conflict(r);  // the full parser words the error
+  }
+
+  static bool fast_string(simdjson::ondemand::value v, std::optional<std::string>& out) {
+    std::string_view s;
+    if (v.get_string().get(s)) return false;
+    out = std::string(s);
+    return true;
+  }
+
+  // One member of a request; false: not a plain shape.
+  static bool fast_field(std::string_view key, simdjson::ondemand::value v, eval::Request& r) {
+    if (key == "protocol") {
+      std::string_view s;
+      if (v.get_string().get(s) || (s != "tcp" && s != "http")) return false;
+      r.tcp = s == "tcp";
+      return true;
+    }
+    if (key == "source") return fast_source(v, r);
+    if (key == "method") return fast_string(v, r.method);
+    if (key == "path") return fast_string(v, r.path);
+    if (key == "host") return fast_string(v, r.host);
+    if (key == "sni") return fast_string(v, r.sni);
+    if (key == "requestPrincipal") return fast_string(v, r.request_principal);
+    if (key == "destinationIp") {
+      return fast_string(v, r.destination_ip) && policy::parse_ip(*r.destination_ip);
+    }
+    if (key == "port") {
+      std::int64_t port = 0;
+      if (v.get_int64().get(port) || port < 0 || port > 65535) return false;
+      r.port = static_cast<int>(port);
+      return true;
+    }
+    if (key == "headers") return fast_headers(v, r);
+    if (key == "jwtClaims") {
+      simdjson::ondemand::object claims;
+      std::string_view raw;
+      if (v.get_object().get(claims) || claims.raw_json().get(raw)) return false;
+      try {
+        r.jwt_claims = json::parse(raw);
+      } catch (const json::exception&) {
+        return false;
+      }
+      return true;
+    }
+    if (key == "extAuthzDecision") {
+      std::string_view s;
+      if (v.get_string().get(s) || (s != "ALLOW" && s != "DENY")) return false;
+      r.ext_authz_default = std::string(s);
+      return true;
+    }
+    return false;
+  }
+
+  static bool fast_source(simdjson::ondemand::value v, eval::Request& r) {
+    simdjson::ondemand::object src;
+    if (v.get_object().get(src)) return false;
+    for (auto f : src) {
+      std::string_view k, s;
+      if (f.unescaped_key().get(k) || f.value().get_string().get(s)) return false;
+      if (k == "principal") {
+        if (s.substr(0, 9) == "spiffe://") s.remove_prefix(9);
+        if (s.empty()) return false;
+        r.principal = std::string(s);
+      } else if (k == "ip" || k == "remoteIp") {
+        if (!policy::parse_ip(s)) return false;
+        (k == "ip" ? r.source_ip : r.remote_ip) = std::string(s);
       } else {
         return false;
       }
     }
-    if (!r.remote_ip) r.remote_ip = r.source_ip;
-    return !eval::request_principal_conflict(r);  // the full parser words the error
+    return true;
+  }
+
+  static bool fast_headers(simdjson::ondemand::value v, eval::Request& r) {
+    simdjson::ondemand::object hs;
+    if (v.get_object().get(hs)) return false;
+    for (auto f : hs) {
+      std::string_view k, s;
+      if (f.unescaped_key().get(k) || f.value().get_string().get(s)) return false;
+      std::string lower = util::lowered(k);
+      for (const auto& h : r.headers) {
+        if (h.first == lower) return false;  // repeated names: joined by the full parser
+      }
+      r.headers.emplace_back(std::move(lower), std::string(s));
+    }
+    return true;
   }
 
   const Compiled* lookup(std::string_view policies, std::string_view workload,

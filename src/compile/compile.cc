@@ -239,49 +239,49 @@ DecisionTable compile_table(std::span<const policy::Policy* const> policies,
   return compile_selected(applicable, w.namespace_, mesh);
 }
 
-DecisionTable compile_selected(std::span<const policy::Policy* const> policies,
-                               const std::string& ns, const policy::MeshConfig& mesh) {
-  TableBuilder b;
-  DecisionTable& t = b.draft();
-  t.namespace_ = ns;
-  t.path_normalization = mesh.path_normalization;
-  std::map<std::string, std::vector<TableRule>> custom_by_provider;
-  for (const policy::Policy* pp : policies) {
-    const policy::Policy& p = *pp;
-    t.policies.push_back(p.key());
-    const bool dry = p.dry_run && (p.action == Action::kAllow || p.action == Action::kDeny);
-    if (p.action == Action::kAllow) {
-      if (dry)
-        t.has_dry_run_allow = true;
-      else
-        t.has_allow = true;
-    }
-    for (std::size_t i = 0; i < p.rules.size(); ++i) {
-      TableRule r;
-      if (!build_rule(p, i, p.action, mesh, r, t.notes)) continue;
-      switch (p.action) {
-        case Action::kAllow:
-          (dry ? t.dry_run_allow : t.allow).push_back(std::move(r));
-          break;
-        case Action::kDeny:
-          (dry ? t.dry_run_deny : t.deny).push_back(std::move(r));
-          break;
-        case Action::kAudit:
-          t.audit.push_back(std::move(r));
-          break;
-        case Action::kCustom:
-          custom_by_provider[p.provider].push_back(std::move(r));
-          break;
-        case Action::kUnknown:
-          break;
-      }
+namespace {
+
+using CustomRules = std::map<std::string, std::vector<TableRule>>;  // by provider
+
+// Adds policy `p`'s rules to the table's stages; CUSTOM rules are collected by provider.
+void add_policy(const policy::Policy& p, const policy::MeshConfig& mesh, DecisionTable& t,
+                CustomRules& custom_by_provider) {
+  t.policies.push_back(p.key());
+  const bool dry = p.dry_run && (p.action == Action::kAllow || p.action == Action::kDeny);
+  if (p.action == Action::kAllow) {
+    if (dry) {
+      t.has_dry_run_allow = true;
+    } else {
+      t.has_allow = true;
     }
   }
-  std::sort(t.policies.begin(), t.policies.end());
-  t.policies.erase(std::unique(t.policies.begin(), t.policies.end()), t.policies.end());
+  for (std::size_t i = 0; i < p.rules.size(); ++i) {
+    TableRule r;
+    if (!build_rule(p, i, p.action, mesh, r, t.notes)) continue;
+    switch (p.action) {
+      case Action::kAllow:
+        (dry ? t.dry_run_allow : t.allow).push_back(std::move(r));
+        break;
+      case Action::kDeny:
+        (dry ? t.dry_run_deny : t.deny).push_back(std::move(r));
+        break;
+      case Action::kAudit:
+        t.audit.push_back(std::move(r));
+        break;
+      case Action::kCustom:
+        custom_by_provider[p.provider].push_back(std::move(r));
+        break;
+      case Action::kUnknown:
+        break;
+    }
+  }
+}
 
-  // CUSTOM: an unknown provider, or several providers without the multi-provider flag,
-  // turns the CUSTOM rules into DENY rules (builder.go, "deny-due-to-bad-CUSTOM-action").
+// The CUSTOM stages: one per provider; an unknown provider, or several providers without the
+// multi-provider flag, turns the CUSTOM rules into DENY rules (builder.go,
+// "deny-due-to-bad-CUSTOM-action").
+void add_custom_stages(CustomRules& custom_by_provider, const policy::MeshConfig& mesh,
+                       DecisionTable& t) {
   auto provider_type = [&](const std::string& name) -> std::string {
     for (const auto& ep : mesh.extension_providers) {
       if (ep.name == name) return ep.type;
@@ -310,22 +310,37 @@ DecisionTable compile_selected(std::span<const policy::Policy* const> policies,
     }
     sort_rules(s.rules);
     t.custom.push_back(std::move(s));
-  } else {
-    for (auto& [name, rules] : custom_by_provider) {
-      CustomStage s;
-      s.provider = name;
-      s.type = provider_type(name);
-      if (s.type.empty()) {
-        s.deny_on_match = true;
-        s.deny_reason =
-            "CUSTOM provider \"" + name + "\" is not defined in the mesh's extensionProviders";
-        for (auto& r : rules) r.name += "-deny-due-to-bad-CUSTOM-action";
-      }
-      s.rules = std::move(rules);
-      sort_rules(s.rules);
-      t.custom.push_back(std::move(s));
-    }
+    return;
   }
+  for (auto& [name, rules] : custom_by_provider) {
+    CustomStage s;
+    s.provider = name;
+    s.type = provider_type(name);
+    if (s.type.empty()) {
+      s.deny_on_match = true;
+      s.deny_reason =
+          "CUSTOM provider \"" + name + "\" is not defined in the mesh's extensionProviders";
+      for (auto& r : rules) r.name += "-deny-due-to-bad-CUSTOM-action";
+    }
+    s.rules = std::move(rules);
+    sort_rules(s.rules);
+    t.custom.push_back(std::move(s));
+  }
+}
+
+}  // namespace
+
+DecisionTable compile_selected(std::span<const policy::Policy* const> policies,
+                               const std::string& ns, const policy::MeshConfig& mesh) {
+  TableBuilder b;
+  DecisionTable& t = b.draft();
+  t.namespace_ = ns;
+  t.path_normalization = mesh.path_normalization;
+  CustomRules custom_by_provider;
+  for (const policy::Policy* p : policies) add_policy(*p, mesh, t, custom_by_provider);
+  std::sort(t.policies.begin(), t.policies.end());
+  t.policies.erase(std::unique(t.policies.begin(), t.policies.end()), t.policies.end());
+  add_custom_stages(custom_by_provider, mesh, t);
   sort_rules(t.deny);
   sort_rules(t.allow);
   sort_rules(t.audit);

@@ -212,85 +212,96 @@ ValueIndex::IssSub iss_sub_for(const std::string& value, bool& exact_pair, std::
   return {};
 }
 
-void build_index(Predicate& pr) {
+// Adds one non-empty value of a predicate on `attr` to its index (exact values to `exact`).
+void add_value(policy::Attr attr, const std::string& v, ValueIndex& ix,
+               std::vector<std::string>& exact) {
   using policy::Attr;
+  switch (attr) {
+    case Attr::kSourcePrincipal:
+    case Attr::kAudiences:
+    case Attr::kPresenter:
+    case Attr::kClaim:
+    case Attr::kSni:
+      add_string_value(ix, v, exact, false);
+      return;
+    case Attr::kPath:
+      if (policy::contains_path_template(v)) {
+        ix.templates.push_back(PathTemplate::parse(v));
+      } else {
+        add_string_value(ix, v, exact, false);
+      }
+      return;
+    case Attr::kHost:
+    case Attr::kMethod:
+    case Attr::kHeader:
+      add_string_value(ix, v, exact, true);
+      return;
+    case Attr::kPort:
+      ix.ports.push_back(std::stoi(v));
+      return;
+    case Attr::kSourceNamespace:
+      if (v.find_first_of("*./") == std::string::npos) {
+        exact.push_back(v);
+      } else {
+        ix.globs.push_back(namespace_glob(v));
+      }
+      return;
+    case Attr::kSourceServiceAccount: {
+      auto slash = v.find('/');
+      ix.service_accounts.emplace_back(v.substr(0, slash), v.substr(slash + 1));
+      return;
+    }
+    case Attr::kSourceTrustDomain:
+      if (v == "*") {
+        ix.any_nonempty = true;
+      } else if (v.find('*') == std::string::npos) {
+        exact.push_back(v);
+      } else {
+        ix.globs.push_back(trust_domain_glob(v));
+      }
+      return;
+    case Attr::kSourceIp:
+    case Attr::kRemoteIp:
+    case Attr::kDestinationIp: {
+      auto c = policy::parse_cidr(v);
+      if (!c.ok()) return;
+      if (c->prefix == c->addr.bits()) {
+        exact.emplace_back(c->addr.key());
+      } else {
+        ix.cidrs.push_back(*c);
+      }
+      return;
+    }
+    case Attr::kRequestPrincipal: {
+      bool pair = false;
+      std::string key;
+      auto m = iss_sub_for(v, pair, key);
+      if (pair) {
+        exact.push_back(std::move(key));
+      } else {
+        ix.iss_sub.push_back(std::move(m));
+      }
+      return;
+    }
+    case Attr::kMetadata:
+      if (v.size() >= 2 && v.front() == '[' && v.back() == ']') {
+        ix.list_values.push_back(v.substr(1, v.size() - 2));
+      } else {
+        add_string_value(ix, v, exact, false);
+      }
+      return;
+  }
+}
+
+void build_index(Predicate& pr) {
   ValueIndex& ix = pr.index;
   ix = ValueIndex{};
   std::vector<std::string> exact;
   for (const auto& v : pr.values) {
     if (v.empty()) {
       exact.push_back(v);
-      continue;
-    }
-    switch (pr.attr) {
-      case Attr::kSourcePrincipal:
-      case Attr::kAudiences:
-      case Attr::kPresenter:
-      case Attr::kClaim:
-      case Attr::kSni:
-        add_string_value(ix, v, exact, false);
-        break;
-      case Attr::kPath:
-        if (policy::contains_path_template(v))
-          ix.templates.push_back(PathTemplate::parse(v));
-        else
-          add_string_value(ix, v, exact, false);
-        break;
-      case Attr::kHost:
-      case Attr::kMethod:
-      case Attr::kHeader:
-        add_string_value(ix, v, exact, true);
-        break;
-      case Attr::kPort:
-        ix.ports.push_back(std::stoi(v));
-        break;
-      case Attr::kSourceNamespace:
-        if (v.find_first_of("*./") == std::string::npos)
-          exact.push_back(v);
-        else
-          ix.globs.push_back(namespace_glob(v));
-        break;
-      case Attr::kSourceServiceAccount: {
-        auto slash = v.find('/');
-        ix.service_accounts.emplace_back(v.substr(0, slash), v.substr(slash + 1));
-        break;
-      }
-      case Attr::kSourceTrustDomain:
-        if (v == "*")
-          ix.any_nonempty = true;
-        else if (v.find('*') == std::string::npos)
-          exact.push_back(v);
-        else
-          ix.globs.push_back(trust_domain_glob(v));
-        break;
-      case Attr::kSourceIp:
-      case Attr::kRemoteIp:
-      case Attr::kDestinationIp: {
-        auto c = policy::parse_cidr(v);
-        if (!c.ok()) break;
-        if (c->prefix == c->addr.bits())
-          exact.emplace_back(c->addr.key());
-        else
-          ix.cidrs.push_back(*c);
-        break;
-      }
-      case Attr::kRequestPrincipal: {
-        bool pair = false;
-        std::string key;
-        auto m = iss_sub_for(v, pair, key);
-        if (pair)
-          exact.push_back(std::move(key));
-        else
-          ix.iss_sub.push_back(std::move(m));
-        break;
-      }
-      case Attr::kMetadata:
-        if (v.size() >= 2 && v.front() == '[' && v.back() == ']') {
-          ix.list_values.push_back(v.substr(1, v.size() - 2));
-        } else {
-          add_string_value(ix, v, exact, false);
-        }
-        break;
+    } else {
+      add_value(pr.attr, v, ix, exact);
     }
   }
   ix.exact.build(exact);

@@ -203,9 +203,9 @@ std::optional<std::string> normalize_path(std::string_view full, policy::PathNor
   return p;
 }
 
-util::Result<Request> parse_request(const json& j) {
-  if (!j.is_object()) return util::make_error("request: must be an object");
-  Request r;
+namespace {
+
+util::Status check_fields(const json& j) {
   static const char* kKnown[] = {"protocol",
                                  "source",
                                  "requestPrincipal",
@@ -225,40 +225,49 @@ util::Result<Request> parse_request(const json& j) {
     for (const char* k : kKnown) known = known || key == k;
     if (!known) return util::make_error("request." + key + ": unknown field");
   }
+  return util::ok();
+}
+
+util::Status parse_protocol(const json& j, Request& r) {
   TOLLGATE_TRY(protocol, opt_string(j, "protocol", "request"));
-  if (protocol) {
-    std::string p = *protocol;
-    util::to_lower(p);
-    if (p == "tcp")
-      r.tcp = true;
-    else if (p != "http" && p != "http2" && p != "grpc") {
-      return util::make_error("request.protocol: must be \"http\" or \"tcp\"");
+  if (!protocol) return util::ok();
+  const std::string p = util::lowered(*protocol);
+  if (p == "tcp") {
+    r.tcp = true;
+  } else if (p != "http" && p != "http2" && p != "grpc") {
+    return util::make_error("request.protocol: must be \"http\" or \"tcp\"");
+  }
+  return util::ok();
+}
+
+util::Status parse_source(const json& src, Request& r) {
+  if (!src.is_object()) return util::make_error("request.source: must be an object");
+  for (const auto& [key, val] : src.items()) {
+    if (key != "principal" && key != "ip" && key != "remoteIp") {
+      return util::make_error("request.source." + key + ": unknown field");
     }
   }
-  if (auto it = j.find("source"); it != j.end() && !it->is_null()) {
-    if (!it->is_object()) return util::make_error("request.source: must be an object");
-    for (const auto& [key, val] : it->items()) {
-      if (key != "principal" && key != "ip" && key != "remoteIp") {
-        return util::make_error("request.source." + key + ": unknown field");
-      }
-    }
-    TOLLGATE_TRY(pr, opt_string(*it, "principal", "request.source"));
-    if (pr && !pr->empty()) {
-      std::string v = *pr;
-      if (v.rfind("spiffe://", 0) == 0) v = v.substr(9);
-      r.principal = v;
-    }
-    TOLLGATE_TRY(ip, opt_string(*it, "ip", "request.source"));
-    TOLLGATE_TRY(rip, opt_string(*it, "remoteIp", "request.source"));
-    if (ip && !policy::parse_ip(*ip)) {
-      return util::make_error("request.source.ip: \"" + *ip + "\" is not an IP address");
-    }
-    if (rip && !policy::parse_ip(*rip)) {
-      return util::make_error("request.source.remoteIp: \"" + *rip + "\" is not an IP address");
-    }
-    r.source_ip = ip;
-    r.remote_ip = rip ? rip : ip;
+  TOLLGATE_TRY(pr, opt_string(src, "principal", "request.source"));
+  if (pr && !pr->empty()) {
+    std::string v = *pr;
+    if (v.rfind("spiffe://", 0) == 0) v = v.substr(9);
+    r.principal = v;
   }
+  TOLLGATE_TRY(ip, opt_string(src, "ip", "request.source"));
+  TOLLGATE_TRY(rip, opt_string(src, "remoteIp", "request.source"));
+  if (ip && !policy::parse_ip(*ip)) {
+    return util::make_error("request.source.ip: \"" + *ip + "\" is not an IP address");
+  }
+  if (rip && !policy::parse_ip(*rip)) {
+    return util::make_error("request.source.remoteIp: \"" + *rip + "\" is not an IP address");
+  }
+  r.source_ip = ip;
+  r.remote_ip = rip ? rip : ip;
+  return util::ok();
+}
+
+// requestPrincipal, jwtClaims and spaceDelimitedClaims.
+util::Status parse_jwt(const json& j, Request& r) {
   TOLLGATE_TRY(rp, opt_string(j, "requestPrincipal", "request"));
   r.request_principal = rp;
   if (auto it = j.find("jwtClaims"); it != j.end() && !it->is_null()) {
@@ -274,6 +283,11 @@ util::Result<Request> parse_request(const json& j) {
       r.space_delimited_claims.push_back(e.get<std::string>());
     }
   }
+  return util::ok();
+}
+
+// method, path, host, sni, destinationIp and port.
+util::Status parse_target(const json& j, Request& r) {
   TOLLGATE_TRY(method, opt_string(j, "method", "request"));
   TOLLGATE_TRY(path, opt_string(j, "path", "request"));
   TOLLGATE_TRY(host, opt_string(j, "host", "request"));
@@ -287,75 +301,100 @@ util::Result<Request> parse_request(const json& j) {
   r.host = host;
   r.sni = sni;
   r.destination_ip = dip;
-  if (auto it = j.find("port"); it != j.end() && !it->is_null()) {
-    if (it->is_number_integer() || it->is_number_unsigned()) {
-      const auto v = it->get<long long>();
-      if (v < 0 || v > 65535) return util::make_error("request.port: must be 0-65535");
-      r.port = static_cast<int>(v);
-    } else if (it->is_string()) {
-      auto p = policy::parse_port(it->get<std::string>());
-      if (!p.ok()) return util::make_error("request.port: must be 0-65535");
-      r.port = *p;
-    } else {
-      return util::make_error("request.port: must be a number");
-    }
+  const auto it = j.find("port");
+  if (it == j.end() || it->is_null()) return util::ok();
+  if (it->is_number_integer() || it->is_number_unsigned()) {
+    const auto v = it->get<long long>();
+    if (v < 0 || v > 65535) return util::make_error("request.port: must be 0-65535");
+    r.port = static_cast<int>(v);
+  } else if (it->is_string()) {
+    auto p = policy::parse_port(it->get<std::string>());
+    if (!p.ok()) return util::make_error("request.port: must be 0-65535");
+    r.port = *p;
+  } else {
+    return util::make_error("request.port: must be a number");
   }
-  if (auto it = j.find("headers"); it != j.end() && !it->is_null()) {
-    if (!it->is_object()) return util::make_error("request.headers: must be an object");
-    for (const auto& [name, val] : it->items()) {
-      std::string lower = name;
-      util::to_lower(lower);
-      std::string joined;
-      if (val.is_string()) {
-        joined = val.get<std::string>();
-      } else if (val.is_array()) {
-        for (std::size_t i = 0; i < val.size(); ++i) {
-          if (!val[i].is_string()) {
-            return util::make_error("request.headers." + name + ": must be strings");
-          }
-          if (i > 0) joined.push_back(',');
-          joined += val[i].get<std::string>();
+  return util::ok();
+}
+
+util::Status parse_headers(const json& headers, Request& r) {
+  if (!headers.is_object()) return util::make_error("request.headers: must be an object");
+  for (const auto& [name, val] : headers.items()) {
+    std::string lower = util::lowered(name);
+    std::string joined;
+    if (val.is_string()) {
+      joined = val.get<std::string>();
+    } else if (val.is_array()) {
+      for (std::size_t i = 0; i < val.size(); ++i) {
+        if (!val[i].is_string()) {
+          return util::make_error("request.headers." + name + ": must be strings");
         }
-      } else {
-        return util::make_error("request.headers." + name + ": must be a string or a list");
+        if (i > 0) joined.push_back(',');
+        joined += val[i].get<std::string>();
       }
-      // Repeated names (different case) are joined with ',' as Envoy does.
-      bool merged = false;
-      for (auto& [n, v] : r.headers) {
-        if (n == lower) {
-          v += "," + joined;
-          merged = true;
-        }
-      }
-      if (!merged) r.headers.emplace_back(std::move(lower), std::move(joined));
+    } else {
+      return util::make_error("request.headers." + name + ": must be a string or a list");
     }
+    // Repeated names (different case) are joined with ',' as Envoy does.
+    bool merged = false;
+    for (auto& [n, v] : r.headers) {
+      if (n == lower) {
+        v += "," + joined;
+        merged = true;
+      }
+    }
+    if (!merged) r.headers.emplace_back(std::move(lower), std::move(joined));
+  }
+  return util::ok();
+}
+
+util::Status parse_ext_authz(const json& decision, Request& r) {
+  auto check = [](const json& v, const std::string& where) -> util::Result<std::string> {
+    if (!v.is_string()) return util::make_error(where + ": must be \"ALLOW\" or \"DENY\"");
+    std::string s = v.get<std::string>();
+    util::to_upper(s);
+    if (s != "ALLOW" && s != "DENY") {
+      return util::make_error(where + ": must be \"ALLOW\" or \"DENY\"");
+    }
+    return s;
+  };
+  if (decision.is_object()) {
+    for (const auto& [prov, v] : decision.items()) {
+      TOLLGATE_TRY(s, check(v, "request.extAuthzDecision." + prov));
+      r.ext_authz_by_provider[prov] = s;
+    }
+  } else {
+    TOLLGATE_TRY(s, check(decision, "request.extAuthzDecision"));
+    r.ext_authz_default = s;
+  }
+  return util::ok();
+}
+
+}  // namespace
+
+util::Result<Request> parse_request(const json& j) {
+  if (!j.is_object()) return util::make_error("request: must be an object");
+  Request r;
+  TOLLGATE_TRY_STATUS(check_fields(j));
+  TOLLGATE_TRY_STATUS(parse_protocol(j, r));
+  if (auto it = j.find("source"); it != j.end() && !it->is_null()) {
+    TOLLGATE_TRY_STATUS(parse_source(*it, r));
+  }
+  TOLLGATE_TRY_STATUS(parse_jwt(j, r));
+  TOLLGATE_TRY_STATUS(parse_target(j, r));
+  if (auto it = j.find("headers"); it != j.end() && !it->is_null()) {
+    TOLLGATE_TRY_STATUS(parse_headers(*it, r));
   }
   if (auto it = j.find("dynamicMetadata"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) return util::make_error("request.dynamicMetadata: must be an object");
     r.dynamic_metadata = *it;
   }
   if (auto it = j.find("extAuthzDecision"); it != j.end() && !it->is_null()) {
-    auto check = [](const json& v, const std::string& where) -> util::Result<std::string> {
-      if (!v.is_string()) return util::make_error(where + ": must be \"ALLOW\" or \"DENY\"");
-      std::string s = v.get<std::string>();
-      util::to_upper(s);
-      if (s != "ALLOW" && s != "DENY") {
-        return util::make_error(where + ": must be \"ALLOW\" or \"DENY\"");
-      }
-      return s;
-    };
-    if (it->is_object()) {
-      for (const auto& [prov, v] : it->items()) {
-        TOLLGATE_TRY(s, check(v, "request.extAuthzDecision." + prov));
-        r.ext_authz_by_provider[prov] = s;
-      }
-    } else {
-      TOLLGATE_TRY(s, check(*it, "request.extAuthzDecision"));
-      r.ext_authz_default = s;
-    }
+    TOLLGATE_TRY_STATUS(parse_ext_authz(*it, r));
   }
-  if (auto conflict = request_principal_conflict(r))
+  if (auto conflict = request_principal_conflict(r)) {
     return util::make_error("request." + *conflict);
+  }
   return r;
 }
 

@@ -337,6 +337,14 @@ class Parser {
         unknown_field("spec", key);
       }
     }
+    spec_scope(s);
+    spec_action(s);
+    spec_provider(s);
+    if (auto it = s.find("rules"); it != s.end() && !it->is_null()) spec_rules(*it);
+  }
+
+  // selector, targetRef or targetRefs: at most one.
+  void spec_scope(const json& s) {
     int scopes = 0;
     if (auto it = s.find("selector"); it != s.end() && !it->is_null()) {
       ++scopes;
@@ -360,23 +368,30 @@ class Parser {
     if (scopes > 1) {
       error("spec", "only one of selector, targetRef and targetRefs may be set", "TG003");
     }
+  }
+
+  void spec_action(const json& s) {
     p_.action = Action::kAllow;
     p_.action_text = "ALLOW";
-    if (auto it = s.find("action"); it != s.end() && !it->is_null()) {
-      if (!it->is_string()) {
-        error("spec.action", "must be a string, not " + type_name(*it));
-        p_.action = Action::kUnknown;
-        p_.action_text = it->dump();
-      } else {
-        p_.action_text = it->get<std::string>();
-        p_.action = parse_action(p_.action_text);
-        if (p_.action == Action::kUnknown) {
-          error("spec.action",
-                quote(p_.action_text) +
-                    " is not an action (ALLOW, DENY, AUDIT, CUSTOM); Istio ignores this policy");
-        }
-      }
+    auto it = s.find("action");
+    if (it == s.end() || it->is_null()) return;
+    if (!it->is_string()) {
+      error("spec.action", "must be a string, not " + type_name(*it));
+      p_.action = Action::kUnknown;
+      p_.action_text = it->dump();
+      return;
     }
+    p_.action_text = it->get<std::string>();
+    p_.action = parse_action(p_.action_text);
+    if (p_.action == Action::kUnknown) {
+      error("spec.action",
+            quote(p_.action_text) +
+                " is not an action (ALLOW, DENY, AUDIT, CUSTOM); Istio ignores this policy");
+    }
+  }
+
+  // spec.provider, and whether the action wants one.
+  void spec_provider(const json& s) {
     if (auto it = s.find("provider"); it != s.end() && !it->is_null()) {
       if (!it->is_object()) {
         error("spec.provider", "must be an object, not " + type_name(*it));
@@ -399,24 +414,25 @@ class Parser {
     if (p_.action != Action::kCustom && p_.action != Action::kUnknown && !p_.provider.empty()) {
       error("spec.provider", "provider is only allowed with the CUSTOM action", "TG003");
     }
-    if (auto it = s.find("rules"); it != s.end() && !it->is_null()) {
-      if (!it->is_array()) {
-        // Fail closed: an ALLOW policy allows nothing; a DENY policy denies everything.
-        error("spec.rules", "must be a list, not " + type_name(*it) +
-                                (p_.action == Action::kAllow
-                                     ? "; the policy allows nothing"
-                                     : "; the policy is treated as matching every request"));
-        p_.rules_present = true;
-        Rule r;
-        r.malformed = true;
-        p_.rules.push_back(std::move(r));
-      } else {
-        for (std::size_t i = 0; i < it->size(); ++i) {
-          p_.rules.push_back(rule((*it)[i], "spec.rules[" + std::to_string(i) + "]"));
-        }
-        p_.rules_present = !p_.rules.empty();
-      }
+  }
+
+  void spec_rules(const json& list) {
+    if (!list.is_array()) {
+      // Fail closed: an ALLOW policy allows nothing; a DENY policy denies everything.
+      error("spec.rules", "must be a list, not " + type_name(list) +
+                              (p_.action == Action::kAllow
+                                   ? "; the policy allows nothing"
+                                   : "; the policy is treated as matching every request"));
+      p_.rules_present = true;
+      Rule r;
+      r.malformed = true;
+      p_.rules.push_back(std::move(r));
+      return;
     }
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      p_.rules.push_back(rule(list[i], "spec.rules[" + std::to_string(i) + "]"));
+    }
+    p_.rules_present = !p_.rules.empty();
   }
 
   void object(const json& o) {

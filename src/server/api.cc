@@ -97,136 +97,150 @@ bool etag_matches(std::string_view if_none_match, std::string_view etag) {
 Api::Api(ApiOptions options, WaitList& waiters, Metrics& metrics)
     : options_(options), waiters_(waiters), metrics_(metrics) {}
 
-Routed Api::route(const HttpRequest& r, std::size_t connections,
-                  const SourceStatsFn& sources) const {
-  Routed out;
-  const auto q = r.target.find('?');
-  const std::string_view path = r.target.substr(0, q);
-  const std::string_view query = q == std::string_view::npos ? "" : r.target.substr(q + 1);
-  auto method_is = [&](std::string_view m) {
-    if (r.method == m) return true;
-    out.response = error_response(405, "method " + std::string(r.method) + " is not allowed on " +
-                                           std::string(path) + "; use " + std::string(m));
-    out.response.headers = "Allow: " + std::string(m) + "\r\n";
-    return false;
-  };
-  // Query parameters.
+// What the query string and Prefer header say: podIP, and how long a table request may wait.
+struct QueryParams {
   std::string pod_ip;
   std::optional<long long> wait;
+};
+
+namespace {
+
+// Is the request's method `m`? If not, `out` answers 405 naming the one allowed.
+bool method_is(const HttpRequest& r, std::string_view path, std::string_view m, Routed& out) {
+  if (r.method == m) return true;
+  out.response = error_response(405, "method " + std::string(r.method) + " is not allowed on " +
+                                         std::string(path) + "; use " + std::string(m));
+  out.response.headers = "Allow: " + std::string(m) + "\r\n";
+  return false;
+}
+
+util::Result<QueryParams> query_params(std::string_view query, std::string_view prefer) {
+  QueryParams q;
   for (auto kv : util::split(query, '&')) {
     if (kv.empty()) continue;
     const auto eq = kv.find('=');
     const auto key = kv.substr(0, eq);
     auto value = util::percent_decode(eq == std::string_view::npos ? "" : kv.substr(eq + 1), true);
-    if (!value) {
-      out.response = error_response(400, "malformed percent-encoding in the query string");
-      return out;
-    }
+    if (!value) return util::make_error("malformed percent-encoding in the query string");
     if (key == "podIP") {
-      pod_ip = *value;
+      q.pod_ip = *value;
     } else if (key == "wait") {
-      wait = parse_seconds(*value);
-      if (!wait) {
-        out.response = error_response(400, "wait: must be a whole number of seconds");
-        return out;
-      }
+      q.wait = parse_seconds(*value);
+      if (!q.wait) return util::make_error("wait: must be a whole number of seconds");
     }
   }
-  if (!wait && !r.prefer.empty()) {  // RFC 7240: Prefer: wait=N (among other preferences)
-    for (auto pref : util::split(r.prefer, ',')) {
+  if (!q.wait && !prefer.empty()) {  // RFC 7240: Prefer: wait=N (among other preferences)
+    for (auto pref : util::split(prefer, ',')) {
       for (auto part : util::split(pref, ';')) {
         part = util::trim(part);
-        if (part.starts_with("wait=")) wait = parse_seconds(util::trim(part.substr(5)));
+        if (part.starts_with("wait=")) q.wait = parse_seconds(util::trim(part.substr(5)));
       }
     }
   }
+  return q;
+}
 
+// The path's segments, percent-decoded; [0] is "" (the path starts with '/').
+util::Result<std::vector<std::string>> path_segments(std::string_view path) {
+  if (path.empty() || path[0] != '/') {
+    return util::make_error("the request target must be an absolute path");
+  }
   std::vector<std::string> segments;
   for (auto seg : util::split(path, '/')) {
     auto d = util::percent_decode(seg, false);
-    if (!d) {
-      out.response = error_response(400, "malformed percent-encoding in the path");
-      return out;
-    }
+    if (!d) return util::make_error("malformed percent-encoding in the path");
     segments.push_back(std::move(*d));
   }
-  // segments[0] is "" (the path starts with '/').
-  if (path.empty() || path[0] != '/') {
-    out.response = error_response(400, "the request target must be an absolute path");
+  return segments;
+}
+
+}  // namespace
+
+Routed Api::route(const HttpRequest& r, std::size_t connections,
+                  const SourceStatsFn& sources) const {
+  Routed out;
+  const auto q = r.target.find('?');
+  const std::string_view path = r.target.substr(0, q);
+  auto params = query_params(q == std::string_view::npos ? "" : r.target.substr(q + 1), r.prefer);
+  if (!params.ok()) {
+    out.response = error_response(400, params.error().message);
     return out;
   }
-  const auto n = segments.size();
-  auto table_query = [&]() {
-    TableQuery t;
-    t.if_none_match = std::string(r.if_none_match);
-    const long long cap = options_.max_wait.count();
-    t.wait = std::chrono::seconds(std::min(wait.value_or(0), cap));
-    return t;
-  };
+  auto segments = path_segments(path);
+  if (!segments.ok()) {
+    out.response = error_response(400, segments.error().message);
+    return out;
+  }
+  const auto& seg = *segments;
+  if (seg.size() >= 3 && seg[1] == "v1" && seg[2] == "tables") {
+    return route_table(r, path, seg, *params);
+  }
   const auto s = waiters_.snapshot();
-  if (n == 5 && segments[1] == "v1" && segments[2] == "tables") {
-    out.endpoint = Endpoint::kTable;
-    if (!method_is("GET")) return out;
-    if (segments[3].empty() || segments[4].empty()) {
+  const auto n = seg.size();
+  if (n == 3 && seg[1] == "v1" && seg[2] == "check") {
+    out.endpoint = Endpoint::kCheck;
+    if (method_is(r, path, "POST", out)) out.response = check(*s, r.body);
+  } else if (n == 3 && seg[1] == "v1" && seg[2] == "workloads") {
+    out.endpoint = Endpoint::kWorkloads;
+    if (method_is(r, path, "GET", out)) out.response = workloads(*s);
+  } else if (n == 5 && seg[1] == "v1" && seg[2] == "policies") {
+    out.endpoint = Endpoint::kPolicy;
+    if (method_is(r, path, "GET", out)) out.response = policy(*s, seg[3], seg[4]);
+  } else if (n == 2 && seg[1] == "healthz") {
+    out.endpoint = Endpoint::kHealthz;
+    if (method_is(r, path, "GET", out)) out.response = json_response(200, R"({"status":"ok"})");
+  } else if (n == 2 && seg[1] == "readyz") {
+    out.endpoint = Endpoint::kReadyz;
+    if (method_is(r, path, "GET", out)) out.response = readyz(*s);
+  } else if (n == 2 && seg[1] == "metrics") {
+    out.endpoint = Endpoint::kMetrics;
+    if (method_is(r, path, "GET", out)) {
+      MetricsState st;
+      st.snapshot = s.get();
+      st.parked = waiters_.parked();
+      st.connections = connections;
+      if (sources) st.sources = sources();
+      out.response = json_response(200, metrics_.render(st));
+      out.response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    }
+  } else {
+    out.response = error_response(404, "no such endpoint: " + std::string(path));
+  }
+  return out;
+}
+
+// /v1/tables/{namespace}/{pod} and /v1/tables?podIP=A: a TableQuery for Api::table().
+Routed Api::route_table(const HttpRequest& r, std::string_view path,
+                        const std::vector<std::string>& seg, const QueryParams& params) const {
+  Routed out;
+  const auto n = seg.size();
+  if (n != 3 && n != 5) {
+    out.response = error_response(404, "no such endpoint: " + std::string(path));
+    return out;
+  }
+  out.endpoint = n == 5 ? Endpoint::kTable : Endpoint::kTableByIp;
+  if (!method_is(r, path, "GET", out)) return out;
+  TableQuery t;
+  t.if_none_match = std::string(r.if_none_match);
+  const long long cap = options_.max_wait.count();
+  t.wait = std::chrono::seconds(std::min(params.wait.value_or(0), cap));
+  if (n == 5) {
+    if (seg[3].empty() || seg[4].empty()) {
       out.response = error_response(400, "want /v1/tables/{namespace}/{pod}");
       return out;
     }
-    out.table = table_query();
-    out.table->ns = segments[3];
-    out.table->pod = segments[4];
-    return out;
-  }
-  if (n == 3 && segments[1] == "v1" && segments[2] == "tables") {
-    out.endpoint = Endpoint::kTableByIp;
-    if (!method_is("GET")) return out;
-    if (pod_ip.empty()) {
+    t.ns = seg[3];
+    t.pod = seg[4];
+  } else {
+    if (params.pod_ip.empty()) {
       out.response = error_response(400,
                                     "want /v1/tables?podIP=ADDRESS or "
                                     "/v1/tables/{namespace}/{pod}");
       return out;
     }
-    out.table = table_query();
-    out.table->ip = pod_ip;
-    return out;
+    t.ip = params.pod_ip;
   }
-  if (n == 3 && segments[1] == "v1" && segments[2] == "check") {
-    out.endpoint = Endpoint::kCheck;
-    if (method_is("POST")) out.response = check(*s, r.body);
-    return out;
-  }
-  if (n == 3 && segments[1] == "v1" && segments[2] == "workloads") {
-    out.endpoint = Endpoint::kWorkloads;
-    if (method_is("GET")) out.response = workloads(*s);
-    return out;
-  }
-  if (n == 5 && segments[1] == "v1" && segments[2] == "policies") {
-    out.endpoint = Endpoint::kPolicy;
-    if (method_is("GET")) out.response = policy(*s, segments[3], segments[4]);
-    return out;
-  }
-  if (n == 2 && segments[1] == "healthz") {
-    out.endpoint = Endpoint::kHealthz;
-    if (method_is("GET")) out.response = json_response(200, R"({"status":"ok"})");
-    return out;
-  }
-  if (n == 2 && segments[1] == "readyz") {
-    out.endpoint = Endpoint::kReadyz;
-    if (method_is("GET")) out.response = readyz(*s);
-    return out;
-  }
-  if (n == 2 && segments[1] == "metrics") {
-    out.endpoint = Endpoint::kMetrics;
-    if (!method_is("GET")) return out;
-    MetricsState st;
-    st.snapshot = s.get();
-    st.parked = waiters_.parked();
-    st.connections = connections;
-    if (sources) st.sources = sources();
-    out.response = json_response(200, metrics_.render(st));
-    out.response.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    return out;
-  }
-  out.response = error_response(404, "no such endpoint: " + std::string(path));
+  out.table = std::move(t);
   return out;
 }
 

@@ -46,6 +46,8 @@ struct Routed {
   HttpResponse response;            // otherwise the answer
 };
 
+struct QueryParams;  // what a request's query string says (api.cc)
+
 struct ApiOptions {
   std::chrono::seconds max_wait{300};
   std::chrono::seconds staleness{300};
@@ -71,6 +73,8 @@ class Api {
                     bool may_park) const;
 
  private:
+  Routed route_table(const HttpRequest& r, std::string_view path,
+                     const std::vector<std::string>& segments, const QueryParams& params) const;
   HttpResponse check(const publish::Snapshot& s, std::string_view body) const;
   HttpResponse workloads(const publish::Snapshot& s) const;
   HttpResponse policy(const publish::Snapshot& s, std::string_view ns, std::string_view name) const;
