@@ -168,8 +168,11 @@ class Parser {
     return c;
   }
 
-  void entries(const json& j, const std::string& path, const char* inner, const SourceField* fields,
-               std::size_t nfields, std::vector<Clause>& out, Rule& rule) {
+  // Calls fn(element_path, element) for each element of the list `j` at `path`. Null is an
+  // empty list; a value that is not a list, or an element that is not an object, is an error
+  // that marks the rule malformed.
+  template <typename Fn>
+  void each_object(const json& j, const std::string& path, Rule& rule, Fn fn) {
     if (j.is_null()) return;
     if (!j.is_array()) {
       error(path, "must be a list, not " + type_name(j));
@@ -184,72 +187,70 @@ class Parser {
         rule.malformed = true;
         continue;
       }
+      fn(ep, e);
+    }
+  }
+
+  void entries(const json& j, const std::string& path, const char* inner, const SourceField* fields,
+               std::size_t nfields, std::vector<Clause>& out, Rule& rule) {
+    each_object(j, path, rule, [&](const std::string& ep, const json& e) {
       for (const auto& [key, val] : e.items()) {
         if (key != inner) unknown_field(ep, key);
       }
       auto it = e.find(inner);
       out.push_back(
           clause(it == e.end() ? json() : *it, ep + "." + inner, fields, nfields, rule.malformed));
-    }
+    });
   }
 
   void when(const json& j, const std::string& path, Rule& rule) {
-    if (j.is_null()) return;
-    if (!j.is_array()) {
-      error(path, "must be a list, not " + type_name(j));
-      rule.malformed = true;
+    each_object(j, path, rule,
+                [&](const std::string& cp, const json& c) { condition(cp, c, rule); });
+  }
+
+  // One `when` condition: a key and its values or notValues.
+  void condition(const std::string& cp, const json& c, Rule& rule) {
+    for (const auto& [key, val] : c.items()) {
+      if (key != "key" && key != "values" && key != "notValues") unknown_field(cp, key);
+    }
+    auto kit = c.find("key");
+    if (kit == c.end() || !kit->is_string()) {
+      error(cp + ".key", kit == c.end() ? "is required" : "must be a string");
+      rule.invalid_reason = "condition " + cp + " has no valid key";
       return;
     }
-    for (std::size_t i = 0; i < j.size(); ++i) {
-      const std::string cp = path + "[" + std::to_string(i) + "]";
-      const json& c = j[i];
-      if (!c.is_object()) {
-        error(cp, "must be an object, not " + type_name(c));
-        rule.malformed = true;
-        continue;
-      }
-      for (const auto& [key, val] : c.items()) {
-        if (key != "key" && key != "values" && key != "notValues") unknown_field(cp, key);
-      }
-      auto kit = c.find("key");
-      if (kit == c.end() || !kit->is_string()) {
-        error(cp + ".key", kit == c.end() ? "is required" : "must be a string");
-        rule.invalid_reason = "condition " + cp + " has no valid key";
-        continue;
-      }
-      const std::string key = kit->get<std::string>();
-      auto wk = parse_when_key(key);
-      if (!wk.ok()) {
-        error(cp + ".key", quote(key) + " " + wk.error().message, "TG005");
-        rule.invalid_reason = "unknown condition key " + quote(key);
-        continue;
-      }
-      Match m;
-      m.attr = wk->attr;
-      m.arg = wk->arg;
-      m.values_path = cp + ".values";
-      m.not_values_path = cp + ".notValues";
-      const bool ports = m.attr == Attr::kPort;
-      if (auto it = c.find("values"); it != c.end()) {
-        m.bad_values = string_list(*it, m.values_path, m.values, ports);
-      }
-      if (auto it = c.find("notValues"); it != c.end()) {
-        m.bad_not_values = string_list(*it, m.not_values_path, m.not_values, ports);
-      }
-      if (m.values.empty() && m.not_values.empty() && m.bad_values == 0 && m.bad_not_values == 0) {
-        error(cp, "needs values or notValues", "TG003");
-      }
-      if (wk->malformed) {
-        // A known key with a malformed [name]: every value fails to translate.
-        error(cp + ".key", quote(key) + " " + *wk->malformed, "TG003");
-        m.bad_values += static_cast<int>(m.values.size());
-        m.bad_not_values += static_cast<int>(m.not_values.size());
-        m.values.clear();
-        m.not_values.clear();
-      }
-      check_values(m);
-      rule.when.push_back(std::move(m));
+    const std::string key = kit->get<std::string>();
+    auto wk = parse_when_key(key);
+    if (!wk.ok()) {
+      error(cp + ".key", quote(key) + " " + wk.error().message, "TG005");
+      rule.invalid_reason = "unknown condition key " + quote(key);
+      return;
     }
+    Match m;
+    m.attr = wk->attr;
+    m.arg = wk->arg;
+    m.values_path = cp + ".values";
+    m.not_values_path = cp + ".notValues";
+    const bool ports = m.attr == Attr::kPort;
+    if (auto it = c.find("values"); it != c.end()) {
+      m.bad_values = string_list(*it, m.values_path, m.values, ports);
+    }
+    if (auto it = c.find("notValues"); it != c.end()) {
+      m.bad_not_values = string_list(*it, m.not_values_path, m.not_values, ports);
+    }
+    if (m.values.empty() && m.not_values.empty() && m.bad_values == 0 && m.bad_not_values == 0) {
+      error(cp, "needs values or notValues", "TG003");
+    }
+    if (wk->malformed) {
+      // A known key with a malformed [name]: every value fails to translate.
+      error(cp + ".key", quote(key) + " " + *wk->malformed, "TG003");
+      m.bad_values += static_cast<int>(m.values.size());
+      m.bad_not_values += static_cast<int>(m.not_values.size());
+      m.values.clear();
+      m.not_values.clear();
+    }
+    check_values(m);
+    rule.when.push_back(std::move(m));
   }
 
   Rule rule(const json& j, const std::string& path) {

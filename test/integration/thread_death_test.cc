@@ -26,12 +26,6 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 using testing::deadline;
 
-const char* kPod = R"(apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: default, labels: {app: web}}
-spec: {serviceAccountName: web}
-)";
-
 // A Publisher and a Server sharing one ThreadFailures, whose first report is awaitable.
 struct Controller {
   util::ThreadFailures failures;
@@ -149,7 +143,7 @@ TEST_CASE("A dead watcher thread turns /readyz to 503 at once, naming its kind")
 TEST_CASE("A dead manifest watch thread turns /readyz to 503 at once, naming it") {
   QuietLogs quiet;
   testing::TempDir d;
-  testing::write_file(d.path() / "pod.yaml", kPod);
+  testing::write_file(d.path() / "pod.yaml", testing::kWebPodYaml);
   Controller c;
   source::DirectoryOptions o;
   o.failures = &c.failures;
@@ -158,7 +152,7 @@ TEST_CASE("A dead manifest watch thread turns /readyz to 503 at once, naming it"
   dir.start();
   REQUIRE(c.ready());
   util::inject_thread_failure("directory");
-  testing::write_file(d.path() / "another.yaml", kPod);
+  testing::write_file(d.path() / "another.yaml", testing::kWebPodYaml);
   REQUIRE(c.await_failure());
   c.check_not_ready("manifest watch");
   dir.stop();
@@ -205,7 +199,7 @@ TEST_CASE("tollgate run exits 1 after draining when its manifest watch thread di
   INFO(child.log());
   REQUIRE(port != 0);
   CHECK_FALSE(child.await_exit(0ms));  // alive until a file changes
-  testing::write_file(std::filesystem::path(manifests) / "pod.yaml", kPod);
+  testing::write_file(std::filesystem::path(manifests) / "pod.yaml", testing::kWebPodYaml);
   const auto status = child.await_exit(deadline(30s));
   REQUIRE(status);
   CHECK(*status == 1);

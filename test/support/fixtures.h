@@ -70,6 +70,13 @@ inline Outcome decide(const std::vector<policy::Policy>& ps, const policy::Workl
 
 // ---- cluster objects and index events ----------------------------------------------------
 
+// A pod manifest: default/web, labelled app=web, service account web.
+inline constexpr const char* kWebPodYaml = R"(apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: default, labels: {app: web}}
+spec: {serviceAccountName: web}
+)";
+
 // An AuthorizationPolicy object with this spec (JSON text), as the index takes it.
 inline index::PolicyObject mk_policy(const std::string& ns, const std::string& name,
                                      const std::string& spec_json) {

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "support/deadlines.h"
+#include "support/fixtures.h"
 #include "support/run.h"
 #include "tollgate/publish/publisher.h"
 
@@ -13,11 +14,7 @@ using namespace std::chrono_literals;
 using testing::TempDir;
 using testing::write_file;
 
-const char* kPod = R"(apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: default, labels: {app: web}}
-spec: {serviceAccountName: web}
-)";
+using testing::kWebPodYaml;
 
 std::string deny_policy(const std::string& name, int port = 0) {
   std::string rules =
@@ -68,7 +65,7 @@ struct Running {
 
 TEST_CASE("The manifest directory is published, and edits to it are picked up") {
   TempDir d;
-  write_file(d.path() / "pod.yaml", kPod);
+  write_file(d.path() / "pod.yaml", kWebPodYaml);
   Running r(d.path().string());
   REQUIRE(r.wait_policies({}));
   write_file(d.path() / "deny.yaml", deny_policy("deny-all"));
@@ -82,7 +79,7 @@ TEST_CASE("The manifest directory is published, and edits to it are picked up") 
 
 TEST_CASE("A manifest that stops parsing keeps its last good version (a DENY is not lost)") {
   TempDir d;
-  write_file(d.path() / "pod.yaml", kPod);
+  write_file(d.path() / "pod.yaml", kWebPodYaml);
   write_file(d.path() / "deny.yaml", deny_policy("deny-all"));
   Running r(d.path().string());
   REQUIRE(r.wait_policies({"default/deny-all"}));
@@ -104,7 +101,7 @@ TEST_CASE("A manifest that stops parsing keeps its last good version (a DENY is 
 
 TEST_CASE("A file that cannot be read at start keeps everything unlisted and says why") {
   TempDir d;
-  write_file(d.path() / "pod.yaml", kPod);
+  write_file(d.path() / "pod.yaml", kWebPodYaml);
   write_file(d.path() / "deny.yaml", deny_policy("deny-all"));
   write_file(d.path() / "cluster.json", std::string(300, ' ') + "{}");
   source::DirectoryOptions o;
@@ -135,7 +132,7 @@ TEST_CASE("A file that cannot be read at start keeps everything unlisted and say
 
 TEST_CASE("A changed file is read again, and only that file") {
   TempDir d;
-  write_file(d.path() / "pod.yaml", kPod);
+  write_file(d.path() / "pod.yaml", kWebPodYaml);
   write_file(d.path() / "a.yaml", deny_policy("a"));
   write_file(d.path() / "b.yaml", deny_policy("b"));
   Running r(d.path().string());
@@ -154,7 +151,7 @@ TEST_CASE("A changed file is read again, and only that file") {
 
 TEST_CASE("Where two files define one policy the later wins, and the earlier one comes back") {
   TempDir d;
-  write_file(d.path() / "pod.yaml", kPod);
+  write_file(d.path() / "pod.yaml", kWebPodYaml);
   write_file(d.path() / "a.yaml", deny_policy("same", 1111));
   write_file(d.path() / "b.yaml", deny_policy("same", 2222));
   Running r(d.path().string());
@@ -176,7 +173,7 @@ TEST_CASE("Where two files define one policy the later wins, and the earlier one
 
 TEST_CASE("A finished pod in a manifest is not a workload, as from the API server") {
   TempDir d;
-  write_file(d.path() / "pods.yaml", std::string(kPod) +
+  write_file(d.path() / "pods.yaml", std::string(kWebPodYaml) +
                                          "---\napiVersion: v1\nkind: Pod\nmetadata: {name: job, "
                                          "namespace: default}\nstatus: {phase: Succeeded}\n");
   Running r(d.path().string());
@@ -191,8 +188,8 @@ TEST_CASE("A ConfigMap-style ..data symlink swap is seen") {
   const auto v2 = d.path() / "..v2";
   std::filesystem::create_directory(v1);
   std::filesystem::create_directory(v2);
-  write_file(v1 / "all.yaml", std::string(kPod) + "---\n" + deny_policy("first"));
-  write_file(v2 / "all.yaml", std::string(kPod) + "---\n" + deny_policy("second"));
+  write_file(v1 / "all.yaml", std::string(kWebPodYaml) + "---\n" + deny_policy("first"));
+  write_file(v2 / "all.yaml", std::string(kWebPodYaml) + "---\n" + deny_policy("second"));
   std::filesystem::create_directory_symlink("..v1", d.path() / "..data");
   std::filesystem::create_symlink("..data/all.yaml", d.path() / "all.yaml");
   Running r(d.path().string());
