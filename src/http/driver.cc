@@ -245,9 +245,9 @@ class Driver final : public Session,
       if (generation != self->timer_generation_) return;
       self->armed_ = false;
       if (self->conn_.closed()) return;
-      const auto now = Clock::now();
-      self->conn_.on_timer(now);
-      self->sync(now);
+      const auto fired = Clock::now();
+      self->conn_.on_timer(fired);
+      self->sync(fired);
     });
   }
 

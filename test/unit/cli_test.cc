@@ -353,8 +353,8 @@ TEST_CASE("run: /readyz answers 503 naming the unreadable manifest, then 200 onc
     }
     return r;
   };
-  auto r =
-      readyz_until([](const auto& x) { return x.body.find("cluster.json") != std::string::npos; });
+  auto r = readyz_until(
+      [](const auto& reply) { return reply.body.find("cluster.json") != std::string::npos; });
   REQUIRE(r);
   CHECK(r->status == 503);
   CHECK_THAT(r->body, Catch::Contains("3026 bytes, more than the limit of 2000"));
@@ -363,7 +363,7 @@ TEST_CASE("run: /readyz answers 503 naming the unreadable manifest, then 200 onc
   CHECK(tables->status == 503);  // no table from a cluster missing a file
   tollgate::testing::write_file(x.dir.path() / "cluster.json.tmp", R"({"kind":"List","items":[]})");
   std::filesystem::rename(x.dir.path() / "cluster.json.tmp", x.dir.path() / "cluster.json");
-  r = readyz_until([](const auto& x) { return x.status == 200; });
+  r = readyz_until([](const auto& reply) { return reply.status == 200; });
   REQUIRE(r);
   CHECK(r->status == 200);
 }

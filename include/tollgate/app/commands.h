@@ -52,9 +52,9 @@ struct RunOptions {
 int run_controller(const RunOptions& o);
 
 struct AgentOptions {
-  std::string controller;     // URL of `tollgate run`
-  std::string controller_ca;  // CA file for an https:// controller
-  std::string token_file;     // bearer token presented to the controller, re-read as it rotates
+  std::string controller;       // URL of `tollgate run`
+  std::string controller_ca;    // CA file for an https:// controller
+  std::string token_file;       // bearer token presented to the controller, re-read as it rotates
   std::string namespace_, pod;  // default: $POD_NAMESPACE, $POD_NAME
   std::string listen = "127.0.0.1:15010";
   std::string state_dir;
