@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "support/http_get.h"
+#include "tollgate/util/strings.h"
 
 extern char** environ;
 
@@ -115,9 +116,8 @@ inline bool start_child(Child& c, const std::string& binary, const std::vector<s
 
 // The value of a response header (case-insensitive name).
 inline std::string header_of(const std::string& headers, std::string name) {
-  std::string lower = headers;
-  for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  const std::string lower = tollgate::util::lowered(headers);
+  tollgate::util::to_lower(name);
   const auto pos = lower.find("\r\n" + name + ":");
   if (pos == std::string::npos) return "";
   const auto start = headers.find_first_not_of(' ', pos + name.size() + 3);

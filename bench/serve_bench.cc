@@ -26,6 +26,8 @@
 #include <thread>
 #include <vector>
 
+#include "tollgate/util/strings.h"
+
 extern char** environ;
 
 namespace fs = std::filesystem;
@@ -79,8 +81,7 @@ Reply get(int port, const std::string& target, const std::string& extra = "") {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     const auto colon = line.find(':');
     if (colon == std::string::npos) continue;
-    std::string name = line.substr(0, colon);
-    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string name = tollgate::util::lowered(line.substr(0, colon));
     r.headers[name] = line.substr(line.find_first_not_of(' ', colon + 1));
   }
   r.body = all.substr(end + 4);

@@ -28,6 +28,7 @@
 #include "support/check_requests.h"
 #include "support/fixtures.h"
 #include "tollgate/agent/grpc_server.h"
+#include "tollgate/util/strings.h"
 
 using namespace tollgate;
 using nlohmann::json;
@@ -172,8 +173,7 @@ json spec_json(const Spec& s) {
     if (!s.host.empty()) r["host"] = s.host;
     json headers = json::object();
     for (const auto& [n, v] : s.headers) {
-      std::string lower = n;
-      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const std::string lower = tollgate::util::lowered(n);
       headers[lower].push_back(v);
       if (lower == "x-forwarded-for") {
         const std::string last = v.substr(v.rfind(',') == std::string::npos ? 0 : v.rfind(',') + 1);

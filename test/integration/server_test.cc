@@ -34,6 +34,7 @@
 #include "support/run.h"
 #include "tollgate/index/objects.h"
 #include "tollgate/publish/publisher.h"
+#include "tollgate/util/strings.h"
 
 namespace tollgate {
 namespace {
@@ -202,9 +203,7 @@ class Conn {
       const std::string line = head.substr(line_end + 2, next - line_end - 2);
       const auto colon = line.find(':');
       if (colon != std::string::npos) {
-        std::string name = line.substr(0, colon);
-        std::transform(name.begin(), name.end(), name.begin(),
-                       [](unsigned char c) { return std::tolower(c); });
+        const std::string name = util::lowered(line.substr(0, colon));
         std::string value = line.substr(colon + 1);
         while (!value.empty() && value.front() == ' ') value.erase(0, 1);
         r.headers[name] = value;
