@@ -1,8 +1,8 @@
 // `tollgate run`: the controller. Sources feed the index thread, which publishes snapshots;
 // the decision service (server module) serves them until SIGTERM/SIGINT. With --once, every
 // table is printed as a JSON line on stdout once synced, and nothing is served. A controller
-// thread that dies turns /readyz to 503 and wakes the main thread as SIGTERM would: it drains
-// and exits 1.
+// thread that dies turns /readyz to 503 and wakes the main thread (SIGUSR1 into its sigwait):
+// it drains as on SIGTERM and exits 1.
 #include <pthread.h>
 
 #include <csignal>
@@ -174,11 +174,13 @@ int run_controller(const RunOptions& o) {
     }
     cluster = std::move(*c);
   }
-  // Signals are taken by sigwait below, never by a handler on a random thread.
+  // Signals are taken by sigwait below, never by a handler on a random thread. SIGUSR1 is how
+  // a dying controller thread wakes it (ThreadFailures' listener); one from outside is ignored.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   // Declared before every thread that may report to it; a report wakes sigwait below (and a
@@ -189,7 +191,7 @@ int run_controller(const RunOptions& o) {
   publish::Publisher publisher(*mesh, popts);
   failures.add_listener([main_thread = pthread_self(), &publisher] {
     publisher.wake_waiters();
-    pthread_kill(main_thread, SIGTERM);
+    pthread_kill(main_thread, SIGUSR1);
   });
   std::unique_ptr<server::Server> service;
   if (!o.once) {
@@ -205,7 +207,9 @@ int run_controller(const RunOptions& o) {
   }
   if (o.once) return print_once(publisher, cluster.has_value(), sources.watch.get(), failures);
   int sig = 0;
-  sigwait(&signals, &sig);
+  do {
+    sigwait(&signals, &sig);
+  } while (sig == SIGUSR1 && !failures.failed());
   if (failures.failed()) {
     util::log_error("shutting down: a controller thread stopped", {{"cause", failures.cause()}});
   } else {

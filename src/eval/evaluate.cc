@@ -134,7 +134,8 @@ const json* claim_at(const json& claims, std::string_view path) {
   while (true) {
     if (!cur->is_object()) return nullptr;
     std::size_t z = path.find('\0', start);
-    std::string_view key = path.substr(start, z == std::string_view::npos ? path.npos : z - start);
+    std::string_view key =
+        path.substr(start, z == std::string_view::npos ? std::string_view::npos : z - start);
     auto it = cur->find(key);
     if (it == cur->end()) return nullptr;
     cur = &*it;

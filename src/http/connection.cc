@@ -134,7 +134,7 @@ void Connection::on_data(std::string_view bytes, Clock::time_point now) {
   }
 }
 
-void Connection::on_eof(Clock::time_point) {
+void Connection::on_eof(Clock::time_point /*now*/) {
   if (state_ == State::kWriting || state_ == State::kContinue) {
     close_after_ = true;  // the answer still goes out; the connection ends after it
     return;
@@ -167,7 +167,7 @@ void Connection::on_wake(Clock::time_point now) {
   if (!resume(false, now)) deadline_ = resume_at_;  // parked anew: the deadline holds
 }
 
-void Connection::on_stop(Clock::time_point) {
+void Connection::on_stop(Clock::time_point /*now*/) {
   close_after_ = true;
   if (state_ == State::kIdle) close();
   // A request in hand is answered (and its answer says Connection: close); a deferred answer

@@ -38,18 +38,20 @@ Request RequestData::view() {
   return r;
 }
 
-void RequestParser::on_request_impl(bhttp::verb, StringView method, StringView target, int version,
-                                    ErrorCode&) {
+void RequestParser::on_request_impl(bhttp::verb /*verb*/, StringView method, StringView target,
+                                    int version, ErrorCode& /*ec*/) {
   d_.method.assign(method.data(), method.size());
   d_.target.assign(target.data(), target.size());
   d_.version = version;
 }
 
-void RequestParser::on_response_impl(int, StringView, int, ErrorCode& ec) {
+void RequestParser::on_response_impl(int /*code*/, StringView /*reason*/, int /*version*/,
+                                     ErrorCode& ec) {
   ec = bhttp::error::bad_version;  // not reached: this is a request parser
 }
 
-void RequestParser::on_field_impl(bhttp::field f, StringView name, StringView value, ErrorCode&) {
+void RequestParser::on_field_impl(bhttp::field f, StringView name, StringView value,
+                                  ErrorCode& /*ec*/) {
   if (f == bhttp::field::expect && d_.expect.empty()) d_.expect.assign(value.data(), value.size());
   const auto& wanted = d_.options.headers;
   for (std::size_t i = 0; i < wanted.size(); ++i) {
@@ -68,19 +70,21 @@ void RequestParser::on_field_impl(bhttp::field f, StringView name, StringView va
   }
 }
 
-void RequestParser::on_body_init_impl(const boost::optional<std::uint64_t>& length, ErrorCode&) {
+void RequestParser::on_body_init_impl(const boost::optional<std::uint64_t>& length,
+                                      ErrorCode& /*ec*/) {
   // Beast has checked the length against the body limit; the cap is only a second guard.
   if (length && d_.options.keep_body) {
     d_.body.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(*length, 65536)));
   }
 }
 
-std::size_t RequestParser::on_body_impl(StringView body, ErrorCode&) {
+std::size_t RequestParser::on_body_impl(StringView body, ErrorCode& /*ec*/) {
   if (d_.options.keep_body) d_.body.append(body.data(), body.size());
   return body.size();
 }
 
-std::size_t RequestParser::on_chunk_body_impl(std::uint64_t, StringView body, ErrorCode&) {
+std::size_t RequestParser::on_chunk_body_impl(std::uint64_t /*remain*/, StringView body,
+                                              ErrorCode& /*ec*/) {
   if (d_.options.keep_body) d_.body.append(body.data(), body.size());
   return body.size();
 }

@@ -290,7 +290,7 @@ util::Result<ClusterConfig> parse_server(ClusterConfig c) {
   if (sep == std::string::npos) {
     return util::make_error(bad + "no scheme (expected https://host[:port][/path])");
   }
-  const std::string scheme = util::lowered(std::string_view(s).substr(0, sep));
+  std::string scheme = util::lowered(std::string_view(s).substr(0, sep));
   if (scheme != "https" && scheme != "http") {
     return util::make_error(bad + "scheme " + in_quotes(scheme) + " is not http or https");
   }

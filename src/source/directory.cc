@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
+#include <system_error>
 #include <utility>
 
 #include "tollgate/util/log.h"
@@ -407,7 +407,9 @@ void DirectorySource::watch_loop() {
     pollfd fds[2] = {{inotify_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
     const int timeout = dirty ? static_cast<int>(options_.settle.count()) : -1;
     const int n = poll(fds, 2, timeout);
-    if (n < 0 && errno != EINTR) throw std::runtime_error(std::string("poll: ") + strerror(errno));
+    if (n < 0 && errno != EINTR) {
+      throw std::runtime_error("poll: " + std::generic_category().message(errno));
+    }
     if (fds[1].revents != 0) return;
     if (n == 0 && dirty) {  // quiet for `settle`: read what changed
       dirty = false;

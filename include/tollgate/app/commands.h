@@ -72,6 +72,6 @@ struct AgentOptions {
   std::string jwt_payload_key;
   std::string grpc_provider_name;
 };
-int run_agent(const AgentOptions& o);
+int run_agent(const AgentOptions& in);
 
 }  // namespace tollgate::app

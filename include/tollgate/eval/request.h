@@ -44,8 +44,9 @@ std::optional<std::string> request_principal_conflict(const Request& r);
 
 // RFC 3986 normalization as Envoy applies it before authorization
 // (docs/semantics.md#path-normalization).
-// Returns the normalized path (query kept) or nullopt when Envoy rejects the path (400).
-std::optional<std::string> normalize_path(std::string_view path, policy::PathNormalization n);
+// `full` is the request's path with its query. Returns the normalized path (query kept) or
+// nullopt when Envoy rejects the path (400).
+std::optional<std::string> normalize_path(std::string_view full, policy::PathNormalization n);
 
 // Holds views into itself: filled in place by prepare(), never copied.
 struct PreparedRequest {

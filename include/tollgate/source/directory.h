@@ -79,7 +79,7 @@ class DirectorySource {
   void resolve_fallbacks(std::map<std::string, std::vector<std::pair<int, std::string>>>& fallback,
                          Batch& batch);
   bool defined_after(int kind, const std::string& key, std::size_t rank) const;
-  const std::string* last_owner(int kind, const std::string& key, std::size_t before) const;
+  const std::string* last_owner(int kind, const std::string& key, std::size_t rank) const;
   void send(Batch& batch);
   void report(const std::vector<std::string>& problems);
 

@@ -60,7 +60,7 @@ struct ClusterState {
   std::vector<std::string> errors;  // files that could not be read, and why
   std::size_t ignored = 0;          // objects of kinds tollgate does not use
 };
-void add_objects(ClusterState& s, FileObjects objects);
+void add_objects(ClusterState& s, FileObjects f);
 
 // Reads files, and directories (recursively, *.yaml, *.yml, *.json, sorted) into `s`.
 void load_paths(ClusterState& s, const std::vector<std::string>& paths,
