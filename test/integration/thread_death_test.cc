@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <thread>
 
 #include "support/child.h"
 #include "support/deadlines.h"
@@ -196,9 +197,17 @@ TEST_CASE("tollgate run exits 1 after draining when its manifest watch thread di
       {"run", "--manifests", manifests, "--listen", "127.0.0.1:0", "--port-file", port_file},
       {"TOLLGATE_TEST_FAIL_THREAD=directory"});
   const auto port = child.await_port(port_file, deadline(30s));
-  INFO(child.log());
   REQUIRE(port != 0);
-  CHECK_FALSE(child.await_exit(0ms));  // alive until a file changes
+  // Ready: the manifests are read, so the directories are watched (the port file comes first).
+  bool ready = false;
+  const auto until = std::chrono::steady_clock::now() + deadline(30s);
+  while (!ready && std::chrono::steady_clock::now() < until && !child.await_exit(0ms)) {
+    const auto r = testing::http_get(port, "/readyz");
+    ready = r && r->status == 200;
+    if (!ready) std::this_thread::sleep_for(20ms);  // another process: polled
+  }
+  INFO(child.log());
+  REQUIRE(ready);
   testing::write_file(std::filesystem::path(manifests) / "pod.yaml", testing::kWebPodYaml);
   const auto status = child.await_exit(deadline(30s));
   REQUIRE(status);
