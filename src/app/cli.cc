@@ -58,7 +58,8 @@ CLI::App* add_agent(CLI::App& app, AgentOptions& a) {
   auto* ag = app.add_subcommand("agent", "Run the sidecar agent: enforce the pod's table");
   ag->add_option("--controller", a.controller, "the controller's URL (http:// or https://)")
       ->required();
-  ag->add_option("--controller-ca", a.controller_ca, "CA certificates (PEM) for an https:// controller");
+  ag->add_option("--controller-ca", a.controller_ca,
+                 "CA certificates (PEM) for an https:// controller");
   ag->add_option("--token-file", a.token_file,
                  "a bearer token presented to the controller (re-read when it changes)");
   ag->add_option("--namespace", a.namespace_, "the pod's namespace (default: $POD_NAMESPACE)");

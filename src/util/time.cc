@@ -50,8 +50,8 @@ long long days_from_civil(int y, int m, int d) {
   y -= m <= 2 ? 1 : 0;
   const long long era = (y >= 0 ? y : y - 399) / 400;
   const auto yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * static_cast<unsigned>(m + (m > 2 ? -3 : 9)) + 2) / 5 +
-                       static_cast<unsigned>(d) - 1;
+  const unsigned doy =
+      (153 * static_cast<unsigned>(m + (m > 2 ? -3 : 9)) + 2) / 5 + static_cast<unsigned>(d) - 1;
   const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
   return era * 146097 + static_cast<long long>(doe) - 719468;
 }
@@ -96,11 +96,11 @@ std::optional<std::chrono::system_clock::time_point> parse_rfc3339(std::string_v
     return std::nullopt;
   }
   if (pos != s.size()) return std::nullopt;
-  const long long secs = days_from_civil(year, month, day) * 86400 + hour * 3600LL +
-                         minute * 60LL + second - offset_minutes * 60;
-  return std::chrono::system_clock::time_point(std::chrono::duration_cast<
-                                               std::chrono::system_clock::duration>(
-      std::chrono::seconds(secs) + std::chrono::nanoseconds(nanos)));
+  const long long secs = days_from_civil(year, month, day) * 86400 + hour * 3600LL + minute * 60LL +
+                         second - offset_minutes * 60;
+  return std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::seconds(secs) + std::chrono::nanoseconds(nanos)));
 }
 
 }  // namespace tollgate::util
