@@ -121,9 +121,8 @@ std::string range(const std::vector<double>& v, const char* unit, double scale =
 class MemoryTransport final : public k8s::Transport {
  public:
   explicit MemoryTransport(const std::vector<std::string>& pages) : pages_(pages) {}
-  using k8s::Transport::get;
-  util::Result<k8s::ApiResponse> get(const std::string& target, std::chrono::milliseconds,
-                                     std::size_t, const k8s::HeaderList&) override {
+  util::Result<k8s::ApiResponse> send(const k8s::Call& call) override {
+    const std::string& target = call.target;
     const auto pos = target.find("continue=");
     const std::size_t page = pos == std::string::npos ? 0 : std::stoul(target.substr(pos + 9));
     k8s::ApiResponse r;

@@ -114,14 +114,6 @@ inline bool start_child(Child& c, const std::string& binary, const std::vector<s
   return false;
 }
 
-// The value of a response header (case-insensitive name).
-inline std::string header_of(const std::string& headers, std::string name) {
-  const std::string lower = tollgate::util::lowered(headers);
-  tollgate::util::to_lower(name);
-  const auto pos = lower.find("\r\n" + name + ":");
-  if (pos == std::string::npos) return "";
-  const auto start = headers.find_first_not_of(' ', pos + name.size() + 3);
-  return headers.substr(start, headers.find("\r\n", start) - start);
-}
+using testing::header_of;
 
 }  // namespace tollgate::bench

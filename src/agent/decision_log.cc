@@ -16,8 +16,6 @@
 namespace tollgate::agent {
 namespace {
 
-constexpr std::chrono::seconds kCheckEvery{1};  // between checks for a rotated file
-
 void field(std::string& out, const char* name, const std::optional<std::string>& v) {
   if (!v) return;
   out += ",\"";
@@ -29,19 +27,22 @@ void field(std::string& out, const char* name, const std::optional<std::string>&
 }  // namespace
 
 util::Result<std::unique_ptr<DecisionLog>> DecisionLog::open(
-    const std::string& path, const std::vector<std::string>& header_allow_list) {
+    const std::string& path, const std::vector<std::string>& header_allow_list,
+    std::chrono::milliseconds check_every) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) {
     return util::make_error("--decision-log " + path + ": " + std::strerror(errno));
   }
   std::set<std::string> allow;
   for (const auto& h : header_allow_list) allow.insert(util::lowered(h));
-  return std::unique_ptr<DecisionLog>(new DecisionLog(path, std::move(allow), fd));
+  return std::unique_ptr<DecisionLog>(new DecisionLog(path, std::move(allow), fd, check_every));
 }
 
-DecisionLog::DecisionLog(std::string path, std::set<std::string> allow, int fd)
+DecisionLog::DecisionLog(std::string path, std::set<std::string> allow, int fd,
+                         std::chrono::milliseconds check_every)
     : path_(std::move(path)),
       allow_(std::move(allow)),
+      check_every_(check_every),
       id_prefix_([] {
         std::random_device rd;
         char buf[17];
@@ -115,12 +116,12 @@ std::string DecisionLog::line(const eval::Request* request, const Answer& answer
 
 void DecisionLog::write(const eval::Request* request, const Answer& answer,
                         const std::string& table_hash) {
-  std::string l = line(request, answer, table_hash,
-                       next_id_.fetch_add(1, std::memory_order_relaxed));
+  std::string l =
+      line(request, answer, table_hash, next_id_.fetch_add(1, std::memory_order_relaxed));
   l += '\n';
   std::lock_guard lock(mu_);
   const auto now = std::chrono::steady_clock::now();
-  if (now - last_check_ >= kCheckEvery) {
+  if (now - last_check_ >= check_every_) {
     last_check_ = now;
     reopen_if_moved();
   }

@@ -71,10 +71,12 @@ void Syncer::fail(SyncError kind, const std::string& message) {
   }
   // Logged when the failure changes, not on every retry of the same one.
   if (changed) {
-    util::log_warn("cannot sync the table; the last good table stays enforced",
+    const auto active = authorizer_.active();
+    util::log_warn(active ? "cannot sync the table; the last good table stays enforced"
+                          : "cannot sync the table; with none yet, every request is denied",
                    {{"kind", std::string(sync_error_name(kind))},
                     {"error", message},
-                    {"table", authorizer_.active() ? authorizer_.active()->table.hash : ""}});
+                    {"table", active ? active->table.hash : std::string()}});
   }
 }
 
@@ -85,8 +87,8 @@ bool Syncer::accept(const k8s::ApiResponse& r) {
     return true;
   }
   if (r.status != 200) {
-    fail(kind_of_status(r.status), "GET " + target_ + ": " + std::to_string(r.status) + " " +
-                                       error_text(r.body));
+    fail(kind_of_status(r.status),
+         "GET " + target_ + ": " + std::to_string(r.status) + " " + error_text(r.body));
     return false;
   }
   auto invalid = [&](const std::string& why) {
@@ -122,9 +124,9 @@ bool Syncer::accept(const k8s::ApiResponse& r) {
     status_.controller_ok = true;
     status_.last_error.clear();
   }
-  util::log_info("table activated", {{"table", hash},
-                                     {"revision", r.header("x-tollgate-revision")},
-                                     {"source", "controller"}});
+  util::log_info(
+      "table activated",
+      {{"table", hash}, {"revision", r.header("x-tollgate-revision")}, {"source", "controller"}});
   if (options_.state_dir.empty()) return true;
   PersistedTable saved{options_.namespace_, options_.pod, etag, active->synced_at, std::move(j)};
   auto written = save_table(options_.state_dir, saved);
@@ -182,9 +184,10 @@ bool Syncer::restore() {
     status_.have_table = true;
     status_.restored = true;
   }
-  util::log_warn("the controller cannot be reached: enforcing the table saved in the state "
-                 "directory until it can",
-                 {{"table", hash}, {"syncedAt", loaded->persisted.synced_at}});
+  util::log_warn(
+      "the controller cannot be reached: enforcing the table saved in the state "
+      "directory until it can",
+      {{"table", hash}, {"syncedAt", loaded->persisted.synced_at}});
   return true;
 }
 
@@ -196,9 +199,9 @@ void Syncer::run() {
       std::lock_guard lock(mu_);
       if (stopping_) return;
     }
-    const auto timeout = first ? options_.first_timeout
-                               : std::chrono::duration_cast<std::chrono::milliseconds>(
-                                     options_.wait + kClientSlack);
+    const auto timeout =
+        first ? options_.first_timeout
+              : std::chrono::duration_cast<std::chrono::milliseconds>(options_.wait + kClientSlack);
     const bool ok = sync_once(timeout, !first);
     if (first && !ok) restore();
     first = false;

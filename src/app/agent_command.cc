@@ -59,7 +59,8 @@ util::Result<k8s::ClusterConfig> controller_config(const AgentOptions& o) {
 void write_port_file(const std::string& path, int port) {
   if (path.empty()) return;
   auto written = util::write_file_atomically(path, std::to_string(port) + "\n");
-  if (!written.ok()) util::log_warn("cannot write the port file", {{"error", written.error().message}});
+  if (!written.ok())
+    util::log_warn("cannot write the port file", {{"error", written.error().message}});
 }
 
 }  // namespace
@@ -150,20 +151,19 @@ int run_agent(const AgentOptions& in) {
     };
     auto port = grpc.start(o.grpc_listen, authorizer, go);
     if (!port.ok()) {
-      std::cerr << "tollgate agent: --grpc-listen " << o.grpc_listen << ": "
-                << port.error().message << "\n";
+      std::cerr << "tollgate agent: --grpc-listen " << o.grpc_listen << ": " << port.error().message
+                << "\n";
       return 2;
     }
     write_port_file(o.grpc_port_file, *port);
   }
   write_port_file(o.port_file, server.port());
-  util::log_info("agent started",
-                 {{"pod", o.namespace_ + "/" + o.pod},
-                  {"controller", o.controller},
-                  {"listen", o.listen},
-                  {"port", std::to_string(server.port())},
-                  {"grpc", o.grpc_listen},
-                  {"stateDir", o.state_dir}});
+  util::log_info("agent started", {{"pod", o.namespace_ + "/" + o.pod},
+                                   {"controller", o.controller},
+                                   {"listen", o.listen},
+                                   {"port", std::to_string(server.port())},
+                                   {"grpc", o.grpc_listen},
+                                   {"stateDir", o.state_dir}});
   syncer.start();
 
   int sig = 0;

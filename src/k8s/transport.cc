@@ -85,25 +85,32 @@ class BeastTransport final : public Transport {
     return util::ok();
   }
 
-  using Transport::get;
-  util::Result<ApiResponse> get(const std::string& target, std::chrono::milliseconds timeout,
-                                std::size_t max_body, const HeaderList& headers) override {
+  util::Result<ApiResponse> send(const Call& call) override {
+    const auto verb = http::string_to_verb(call.method);
+    if (verb == http::verb::unknown) return util::make_error("unknown method " + call.method);
     for (int attempt = 0;; ++attempt) {
       const bool reused = connected();
-      TOLLGATE_TRY_STATUS(connect(timeout));
-      auto req = request(target);
-      for (const auto& [name, value] : headers) req.set(name, value);
-      expire(timeout);
+      TOLLGATE_TRY_STATUS(connect(call.timeout));
+      http::request<http::string_body> req{verb, config_.base_path + call.target, 11};
+      set_common_fields(req);
+      for (const auto& [name, value] : call.headers) req.set(name, value);
+      if (!call.body.empty() || verb == http::verb::post || verb == http::verb::put ||
+          verb == http::verb::patch) {
+        req.set(http::field::content_type, call.content_type);
+        req.body() = call.body;
+        req.prepare_payload();
+      }
+      expire(call.timeout);
       auto ec = run([&](auto& s, auto done) { http::async_write(s, req, done); });
       http::response_parser<http::string_body> parser;
-      parser.body_limit(max_body);
+      parser.body_limit(call.max_body);
       parser.header_limit(64 * 1024);
       if (!ec) ec = run([&](auto& s, auto done) { http::async_read(s, buffer_, parser, done); });
       if (ec && reused && attempt == 0 && stale(ec)) {
         close();  // the server closed the idle keep-alive connection: once more, fresh
         continue;
       }
-      if (ec) return fail("GET " + target, ec);
+      if (ec) return fail(call.method + " " + call.target, ec);
       ApiResponse out = convert(parser.get());
       out.body = std::move(parser.get().body());
       if (!parser.get().keep_alive()) close();
@@ -208,8 +215,8 @@ class BeastTransport final : public Transport {
     return out;
   }
 
-  http::request<http::empty_body> request(const std::string& target) {
-    http::request<http::empty_body> req{http::verb::get, config_.base_path + target, 11};
+  template <typename Body>
+  void set_common_fields(http::request<Body>& req) {
     req.set(http::field::host, host_header());
     req.set(http::field::user_agent, "tollgate/0.1");
     req.set(http::field::accept, "application/json");
@@ -218,6 +225,11 @@ class BeastTransport final : public Transport {
       if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
     }
     req.keep_alive(true);
+  }
+
+  http::request<http::empty_body> request(const std::string& target) {
+    http::request<http::empty_body> req{http::verb::get, config_.base_path + target, 11};
+    set_common_fields(req);
     return req;
   }
 

@@ -1080,9 +1080,12 @@ TEST_CASE("With --log-level debug, tollgate run logs each publish and each long-
   const auto manifests = dir.path() / "manifests";
   std::filesystem::copy(testing::source_path("examples/seed"), manifests);
   const auto port_file = dir.path() / "port";
-  testing::Child child({"run", "--manifests", manifests.string(), "--listen", "127.0.0.1:0",
-                        "--port-file", port_file.string(), "--log-level", "debug"});
-  const auto port = child.await_port(port_file, testing::deadline(30s));
+  testing::Child child;
+  REQUIRE(child.spawn(TOLLGATE_BINARY,
+                      {"run", "--manifests", manifests.string(), "--listen", "127.0.0.1:0",
+                       "--port-file", port_file.string(), "--log-level", "debug"},
+                      (dir.path() / "stderr").string()));
+  const auto port = testing::Child::wait_for_port(port_file.string(), testing::deadline(30s));
   INFO(child.log());
   REQUIRE(port != 0);
   std::optional<testing::HttpReply> list;

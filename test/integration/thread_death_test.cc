@@ -161,6 +161,8 @@ TEST_CASE("A dead manifest watch thread turns /readyz to 503 at once, naming it"
 
 // ---- tollgate run ---------------------------------------------------------------------------
 
+std::string log_of(const testing::TempDir& d) { return (d.path() / "stderr").string(); }
+
 std::string seed_copy(const testing::TempDir& d) {
   const auto to = d.path() / "manifests";
   std::filesystem::copy(testing::source_path("examples/seed"), to);
@@ -180,8 +182,10 @@ void check_log(const testing::Child& child, const std::string& thread) {
 
 TEST_CASE("tollgate run exits 1 after draining when its index thread dies") {
   testing::TempDir d;
-  testing::Child child({"run", "--manifests", seed_copy(d), "--listen", "127.0.0.1:0"},
-                       {"TOLLGATE_TEST_FAIL_THREAD=publisher"});
+  testing::Child child;
+  REQUIRE(child.spawn(TOLLGATE_BINARY,
+                      {"run", "--manifests", seed_copy(d), "--listen", "127.0.0.1:0"}, log_of(d),
+                      {"TOLLGATE_TEST_FAIL_THREAD=publisher"}));
   const auto status = child.await_exit(deadline(30s));
   INFO(child.log());
   REQUIRE(status);
@@ -193,10 +197,12 @@ TEST_CASE("tollgate run exits 1 after draining when its manifest watch thread di
   testing::TempDir d;
   const auto manifests = seed_copy(d);
   const auto port_file = d.path() / "port";
-  testing::Child child(
-      {"run", "--manifests", manifests, "--listen", "127.0.0.1:0", "--port-file", port_file},
-      {"TOLLGATE_TEST_FAIL_THREAD=directory"});
-  const auto port = child.await_port(port_file, deadline(30s));
+  testing::Child child;
+  REQUIRE(child.spawn(TOLLGATE_BINARY,
+                      {"run", "--manifests", manifests, "--listen", "127.0.0.1:0", "--port-file",
+                       port_file.string()},
+                      log_of(d), {"TOLLGATE_TEST_FAIL_THREAD=directory"}));
+  const auto port = testing::Child::wait_for_port(port_file.string(), deadline(30s));
   REQUIRE(port != 0);
   // Ready: the manifests are read, so the directories are watched (the port file comes first).
   bool ready = false;
@@ -226,9 +232,11 @@ TEST_CASE("tollgate run exits 1 after draining when a watcher thread dies") {
                           api.url() +
                           "\nusers:\n- name: me\n  user: {}\n"
                           "contexts:\n- name: fake\n  context: {cluster: fake, user: me}\n");
-  testing::Child child(
+  testing::Child child;
+  REQUIRE(child.spawn(
+      TOLLGATE_BINARY,
       {"run", "--kubeconfig", (d.path() / "kubeconfig").string(), "--listen", "127.0.0.1:0"},
-      {"TOLLGATE_TEST_FAIL_THREAD=watcher"});
+      log_of(d), {"TOLLGATE_TEST_FAIL_THREAD=watcher"}));
   const auto status = child.await_exit(deadline(30s));
   INFO(child.log());
   REQUIRE(status);
@@ -238,8 +246,9 @@ TEST_CASE("tollgate run exits 1 after draining when a watcher thread dies") {
 
 TEST_CASE("tollgate run --once exits 1 at once when its index thread dies") {
   testing::TempDir d;
-  testing::Child child({"run", "--once", "--manifests", seed_copy(d)},
-                       {"TOLLGATE_TEST_FAIL_THREAD=publisher"});
+  testing::Child child;
+  REQUIRE(child.spawn(TOLLGATE_BINARY, {"run", "--once", "--manifests", seed_copy(d)}, log_of(d),
+                      {"TOLLGATE_TEST_FAIL_THREAD=publisher"}));
   const auto status = child.await_exit(deadline(20s));
   INFO(child.log());
   REQUIRE(status);

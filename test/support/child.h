@@ -1,103 +1,126 @@
-// A `tollgate` child process for tests: started with arguments and extra environment
-// variables, its stderr kept in a file; its port file and its exit are awaited with deadlines;
-// killed and reaped if still running when the object dies.
+// `tollgate` as a child process for tests that need the real binary (signals, exit status,
+// restarts): spawned with its stderr in a file (and extra environment variables), its port
+// read from a --port-file, its exit awaited, stopped with SIGTERM (or SIGKILL) and reaped when
+// the object dies.
 #pragma once
 
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdint>
-#include <cstdlib>
-#include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "support/run.h"
+#include "support/http_get.h"
+
+extern char** environ;
 
 namespace tollgate::testing {
 
 class Child {
  public:
-  // Runs TOLLGATE_BINARY with `args`; `env` holds "NAME=value" entries added to the
-  // environment.
-  explicit Child(const std::vector<std::string>& args, const std::vector<std::string>& env = {})
-      : log_(dir_.path() / "stderr") {
-    std::vector<std::string> argv_text = {TOLLGATE_BINARY};
-    argv_text.insert(argv_text.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : argv_text) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> env_text = env;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 2);
-      for (auto& e : env_text) ::putenv(e.data());
-      ::execv(TOLLGATE_BINARY, argv.data());
-      ::_exit(127);
-    }
-  }
-  ~Child() {
-    if (pid_ > 0 && !status_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
+  Child() = default;
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
+  ~Child() { stop(SIGKILL); }
 
-  bool started() const { return pid_ > 0; }
-  pid_t pid() const { return pid_; }
-  std::string log() const { return read_file(log_); }
-  const std::filesystem::path& dir() const { return dir_.path(); }
+  // Spawns `binary args...` with stderr appended to `log` and `env` ("NAME=value") added to
+  // the environment. False if it cannot be spawned.
+  bool spawn(const std::string& binary, const std::vector<std::string>& args,
+             const std::string& log, const std::vector<std::string>& env = {}) {
+    log_ = log;
+    std::vector<std::string> all = {binary};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    std::vector<std::string> env_text = env;
+    std::vector<char*> envp;  // the added variables first: getenv() finds the first
+    for (auto& e : env_text) envp.push_back(e.data());
+    for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+    envp.push_back(nullptr);
+    if (posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data()) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    return pid_ > 0;
+  }
 
-  // The port the child wrote to `port_file` (--port-file), or 0 if it did not within `timeout`
-  // or exited first. The file is another process's: it is polled.
-  std::uint16_t await_port(const std::filesystem::path& port_file,
-                           std::chrono::milliseconds timeout) {
+  // Waits for a port number in `file` (written atomically by the child), at most `timeout`.
+  static std::uint16_t wait_for_port(const std::string& file, std::chrono::seconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline && !exited()) {
-      const auto text = read_file(port_file);
-      if (!text.empty()) return static_cast<std::uint16_t>(std::stoi(text));
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::ifstream in(file);
+      int p = 0;
+      if (in >> p && p > 0) return static_cast<std::uint16_t>(p);
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     return 0;
   }
 
-  // The child's exit status once it exits within `timeout` (128 + N for signal N); nullopt if
-  // it is still running.
+  // Sends `sig` and reaps the child; its exit status (or 128 + signal), or -1 if none runs.
+  int stop(int sig = SIGTERM) {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, sig);
+    return wait();
+  }
+  int wait() {
+    if (pid_ <= 0) return -1;
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  // The exit status if the child has ended, without waiting.
+  std::optional<int> exited() {
+    if (pid_ <= 0) return -1;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) != pid_) return std::nullopt;
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  // The exit status once the child exits within `timeout` (waited for on a pidfd, not
+  // polled); nullopt while it runs. Like exited(), it reaps the child.
   std::optional<int> await_exit(std::chrono::milliseconds timeout) {
-    if (status_) return status_;
+    if (pid_ <= 0) return -1;
     const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
     if (pidfd >= 0) {
       pollfd p{pidfd, POLLIN, 0};
       ::poll(&p, 1, static_cast<int>(timeout.count()));
       ::close(pidfd);
     }
-    exited();  // without pidfd_open: one look
-    return status_;
+    return exited();
+  }
+  pid_t pid() const { return pid_; }
+  std::string log() const {
+    std::ifstream in(log_);
+    return std::string(std::istreambuf_iterator<char>(in), {});
   }
 
  private:
-  bool exited() {
-    if (status_) return true;
-    int raw = 0;
-    if (::waitpid(pid_, &raw, WNOHANG) != pid_) return false;
-    status_ = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-    return true;
-  }
-
-  TempDir dir_;
-  std::filesystem::path log_;
   pid_t pid_ = -1;
-  std::optional<int> status_;
+  std::string log_;
 };
+
+// Polls `pred` (another process makes it true) until it holds or `timeout` passes.
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::seconds timeout = std::chrono::seconds(60)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
 
 }  // namespace tollgate::testing

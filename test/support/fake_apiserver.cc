@@ -156,6 +156,8 @@ struct Connection {
 
 class FakeApiServer::Impl {
  public:
+  FakeReviews reviews_;  // thread-safe on its own
+
   explicit Impl(FakeApiServerOptions options)
       : bearer_token_(std::move(options.bearer_token)),
         tls_(options.tls),
@@ -507,6 +509,13 @@ class FakeApiServer::Impl {
     if (!authorized) {
       write_json(stream, req, index, 401, status_body(401, "Unauthorized", "Unauthorized"));
       return after;
+    }
+    if (req.method() == http::verb::post) {
+      if (auto a = reviews_.answer(path, req.body())) {
+        if (a->stall.count() > 0) std::this_thread::sleep_for(a->stall);
+        write_json(stream, req, index, a->status, a->body);
+        return after;
+      }
     }
     if (req.method() != http::verb::get) {
       write_json(stream, req, index, 405,
@@ -963,6 +972,8 @@ class FakeApiServer::Impl {
 FakeApiServer::FakeApiServer(FakeApiServerOptions options)
     : impl_(std::make_unique<Impl>(std::move(options))) {}
 FakeApiServer::~FakeApiServer() = default;
+
+FakeReviews& FakeApiServer::reviews() { return impl_->reviews_; }
 
 std::uint16_t FakeApiServer::port() const { return impl_->port(); }
 std::string FakeApiServer::url() const { return impl_->url(); }

@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/fake_reviews.h"
+
 namespace tollgate::testing {
 
 struct FakeApiServerOptions {
@@ -103,6 +105,9 @@ class FakeApiServer {
     kIgnore,  // a server that knows neither parameter: a plain watch (no ending bookmark)
   };
   void set_watch_list(WatchList mode);
+
+  // POST .../tokenreviews and .../subjectaccessreviews (support/fake_reviews.h).
+  FakeReviews& reviews();
 
  private:
   class Impl;

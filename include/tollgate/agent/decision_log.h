@@ -8,8 +8,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <memory>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -24,8 +24,10 @@ namespace tollgate::agent {
 class DecisionLog {
  public:
   // Opens (creates, appends to) `path`. `header_allow_list`: names, any case.
+  // `check_every`: how often the path is checked for rotation.
   static util::Result<std::unique_ptr<DecisionLog>> open(
-      const std::string& path, const std::vector<std::string>& header_allow_list);
+      const std::string& path, const std::vector<std::string>& header_allow_list,
+      std::chrono::milliseconds check_every = std::chrono::seconds(1));
   ~DecisionLog();
   DecisionLog(const DecisionLog&) = delete;
   DecisionLog& operator=(const DecisionLog&) = delete;
@@ -38,18 +40,20 @@ class DecisionLog {
                    const std::string& table_hash, std::uint64_t id) const;
 
  private:
-  DecisionLog(std::string path, std::set<std::string> allow, int fd);
+  DecisionLog(std::string path, std::set<std::string> allow, int fd,
+              std::chrono::milliseconds check_every);
   void reopen_if_moved();
 
   const std::string path_;
   const std::set<std::string> allow_;  // lower-case
-  const std::string id_prefix_;        // random per process, so ids from restarts differ
+  const std::chrono::milliseconds check_every_;
+  const std::string id_prefix_;  // random per process, so ids from restarts differ
   std::atomic<std::uint64_t> next_id_{1};
   std::mutex mu_;
-  int fd_;  // guarded by mu_
-  std::uint64_t dev_ = 0, ino_ = 0;  // guarded by mu_
+  int fd_;                                            // guarded by mu_
+  std::uint64_t dev_ = 0, ino_ = 0;                   // guarded by mu_
   std::chrono::steady_clock::time_point last_check_;  // guarded by mu_
-  bool warned_ = false;                   // guarded by mu_
+  bool warned_ = false;                               // guarded by mu_
 };
 
 }  // namespace tollgate::agent

@@ -22,9 +22,8 @@ inline constexpr std::string_view kEnvoyPrefix = "/v1/authz/envoy";
 class HttpService final : public http::Handler {
  public:
   // Each must outlive the service. `sync_status` tells /readyz about the sync (may be empty).
-  HttpService(const Authorizer& authorizer, AgentMetrics& metrics,
-              const DecisionObserver& observer, MappingOptions mapping,
-              std::function<SyncStatus()> sync_status);
+  HttpService(const Authorizer& authorizer, AgentMetrics& metrics, const DecisionObserver& observer,
+              MappingOptions mapping, std::function<SyncStatus()> sync_status);
 
   http::HandlerOptions options() const override;
   http::Answer handle(const http::Request& r, http::Exchange& x) override;

@@ -34,8 +34,8 @@ std::string_view sync_error_name(SyncError e);
 class AgentMetrics {
  public:
   // Decision latency buckets, seconds (the last is +Inf).
-  static constexpr std::array<double, 12> kBuckets = {1e-6,   2.5e-6, 5e-6, 1e-5,   2.5e-5, 5e-5,
-                                                      1e-4,   2.5e-4, 5e-4, 1e-3,   5e-3,   1e-2};
+  static constexpr std::array<double, 12> kBuckets = {1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5,
+                                                      1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3,   1e-2};
 
   // One answered request: counts it by decision and policy, and by X-Tollgate-Reason for the
   // denials no table decided; `elapsed` is mapping plus decision.

@@ -23,7 +23,7 @@ namespace tollgate::agent {
 
 struct SyncOptions {
   std::string namespace_, pod;
-  std::string state_dir;  // empty: nothing persisted or restored
+  std::string state_dir;           // empty: nothing persisted or restored
   std::chrono::seconds wait{300};  // Prefer: wait=N; the client timeout is N + 30 s
   // The first request, without wait: how long before the controller counts as unreachable
   // and the saved table is restored.
@@ -34,10 +34,10 @@ struct SyncOptions {
 // What /readyz and the logs say about the sync.
 struct SyncStatus {
   bool have_table = false;
-  bool restored = false;     // the active table came from the state directory
+  bool restored = false;       // the active table came from the state directory
   bool controller_ok = false;  // the last exchange with the controller succeeded
-  std::string last_error;    // the last failure, for people
-  std::string restore_error;  // why the saved table could not be used, if it could not
+  std::string last_error;      // the last failure, for people
+  std::string restore_error;   // why the saved table could not be used, if it could not
 };
 
 class Syncer {

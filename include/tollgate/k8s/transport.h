@@ -33,14 +33,29 @@ struct ApiResponse {
 // Request header fields to send besides Host, User-Agent, Accept and Authorization.
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
+// One request and its whole answer.
+struct Call {
+  std::string method = "GET";  // GET, POST, PUT, PATCH, DELETE
+  std::string target;          // path and query, without the server's base path
+  HeaderList headers;          // besides Host, User-Agent, Accept and Authorization
+  std::string body;            // sent when not empty, or for POST/PUT/PATCH
+  std::string content_type = "application/json";
+  std::chrono::milliseconds timeout{10000};
+  std::size_t max_body = std::size_t{1} << 20;  // a longer answer is an error
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
-  // GET `target` (path and query, without the server's base path) with `headers`, and read
-  // the whole body, at most `max_body` bytes, within `timeout`.
-  virtual util::Result<ApiResponse> get(const std::string& target,
-                                        std::chrono::milliseconds timeout, std::size_t max_body,
-                                        const HeaderList& headers) = 0;
+  // Sends `call` and reads the whole answer within its timeout. A keep-alive connection the
+  // server closed while idle is retried once on a fresh one (the request had not reached the
+  // server: writes to the API are preconditioned on a resourceVersion anyway).
+  virtual util::Result<ApiResponse> send(const Call& call) = 0;
+  // GET `target` with `headers`; see send().
+  util::Result<ApiResponse> get(const std::string& target, std::chrono::milliseconds timeout,
+                                std::size_t max_body, const HeaderList& headers) {
+    return send(Call{"GET", target, headers, "", "", timeout, max_body});
+  }
   util::Result<ApiResponse> get(const std::string& target, std::chrono::milliseconds timeout,
                                 std::size_t max_body) {
     return get(target, timeout, max_body, HeaderList{});
