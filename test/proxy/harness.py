@@ -121,6 +121,18 @@ class Process:
     def alive(self):
         return self.popen.poll() is None
 
+    def stopped(self):
+        """True once every thread is stopped (SIGSTOP), so none can answer anything."""
+        tasks = "/proc/%d/task" % self.popen.pid
+        try:
+            states = []
+            for tid in os.listdir(tasks):
+                with open(os.path.join(tasks, tid, "stat")) as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            return False
+        return bool(states) and all(state in ("T", "t") for state in states)
+
     def stop(self, sig=signal.SIGTERM):
         if self.popen.poll() is not None:
             return self.popen.returncode

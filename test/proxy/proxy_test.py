@@ -22,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -448,6 +449,19 @@ def restart(env):
 
 
 def agent_down(env):
+    # Hung (stopped, its port still open): the proxy gives up after its timeout, with a 5xx.
+    env.agent.process.popen.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: env.agent.process.stopped(), "the agent to be stopped by SIGSTOP")
+        started = time.monotonic()
+        reply, _ = env.send("GET", "/api/v1/data", "backend", "frontend")
+        if not 500 <= reply.status < 600:
+            fail("with the agent hung, frontend's GET got %r (want 5xx)" % reply)
+        print("  the agent hung: %d after %.1f s" % (reply.status, time.monotonic() - started))
+    finally:
+        env.agent.process.popen.send_signal(signal.SIGCONT)
+    wait_for(lambda: outcome(env.send("GET", "/api/v1/data", "backend", "frontend")[0]) == "ALLOW",
+             "the agent to decide again once resumed")
     env.agent.stop()
     if env.readiness() != 502:
         fail("the readiness probe with the agent down: %d (want 502)" % env.readiness())
