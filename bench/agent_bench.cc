@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "support.h"
 #include "tollgate/agent/authorizer.h"
 #include "tollgate/agent/authz_request.h"
 #include "tollgate/agent/http_service.h"
@@ -47,6 +48,7 @@ extern char** environ;
 namespace {
 
 using namespace tollgate;
+using namespace tollgate::bench;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
@@ -74,58 +76,6 @@ void stop(pid_t pid) {
   waitpid(pid, nullptr, 0);
 }
 
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  (void)bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-int connect_to(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-struct Reply {
-  int status = 0;
-  std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;
-};
-
-Reply parse_reply(const std::string& all) {
-  Reply r;
-  const auto end = all.find("\r\n\r\n");
-  if (end == std::string::npos || all.size() < 12) return r;
-  r.status = std::atoi(all.c_str() + 9);
-  std::istringstream head(all.substr(0, end));
-  std::string line;
-  std::getline(head, line);
-  while (std::getline(head, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    const auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    std::string name = line.substr(0, colon);
-    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    const auto start = line.find_first_not_of(' ', colon + 1);
-    r.headers[name] = start == std::string::npos ? "" : line.substr(start);
-  }
-  r.body = all.substr(end + 4);
-  return r;
-}
-
 // One answer from `fd`: the head, then Content-Length bytes of body. Empty on EOF or error.
 std::string read_answer(int fd) {
   std::string got;
@@ -142,21 +92,6 @@ std::string read_answer(int fd) {
     if (n <= 0) return got;
     got.append(buf, static_cast<std::size_t>(n));
   }
-}
-
-// One GET with Connection: close.
-Reply get(int port, const std::string& target) {
-  const int fd = connect_to(port);
-  if (fd < 0) return {};
-  const std::string req =
-      "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  (void)!write(fd, req.data(), req.size());
-  std::string all;
-  char buf[65536];
-  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;)
-    all.append(buf, static_cast<std::size_t>(n));
-  close(fd);
-  return parse_reply(all);
 }
 
 // Polls `ok` every 20 ms for up to `limit`.
@@ -219,36 +154,6 @@ Memory memory_of(pid_t pid) {
   return m;
 }
 
-std::size_t rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
-  }
-  return 0;
-}
-
-// CPU seconds used so far by `pid` and its children that are still running (nginx's workers).
-double cpu_seconds(pid_t pid) {
-  const auto ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
-  double total = 0;
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    std::ifstream in(e.path() / "stat");
-    std::string stat;
-    if (!std::getline(in, stat)) continue;
-    const auto close_paren = stat.rfind(')');
-    if (close_paren == std::string::npos) continue;
-    std::istringstream fields(stat.substr(close_paren + 2));
-    std::string f[13];  // state, ppid, ..., utime (11), stime (12)
-    for (auto& x : f) fields >> x;
-    const pid_t self = std::atoi(e.path().filename().c_str());
-    if (self == pid || std::atoi(f[1].c_str()) == pid) {
-      total += (std::atof(f[11].c_str()) + std::atof(f[12].c_str())) / ticks;
-    }
-  }
-  return total;
-}
-
 // CPU seconds used so far by the process `pid` (all its threads).
 double process_cpu_seconds(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -261,12 +166,6 @@ double process_cpu_seconds(pid_t pid) {
   for (auto& x : f) fields >> x;
   return (std::atof(f[11].c_str()) + std::atof(f[12].c_str())) /
          static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 double percentile(std::vector<double> v, double p) {
@@ -613,14 +512,6 @@ struct WrkResult {
   double cpu_us = 0;  // the servers' CPU time (user + system) per request
 };
 
-double to_ms(const std::string& v) {
-  const double x = std::atof(v.c_str());
-  if (v.find("us") != std::string::npos) return x / 1000;
-  if (v.find("ms") != std::string::npos) return x;
-  if (v.find('s') != std::string::npos) return x * 1000;
-  return x;
-}
-
 // wrk against `port`; `servers`: the processes whose CPU time the requests cost.
 WrkResult wrk(const std::string& prefix, int port, int threads, int seconds,
               const std::vector<pid_t>& servers) {
@@ -773,13 +664,15 @@ bool bench_throughput(const fs::path& dir, int rounds) {
         "    median: agent %.0f req/s (%s), 204 location %.0f req/s (%s); ratio of the "
         "medians %.2fx, median of the rounds' ratios %.2fx (%s) (target >= 0.8); p99 "
         "%.2f ms vs %.2f ms\n",
-        median(a_rps), range(a_rps, "%.0f").c_str(), median(r_rps), range(r_rps, "%.0f").c_str(),
-        median(r_rps) > 0 ? median(a_rps) / median(r_rps) : 0, median(ratios),
-        range(ratios, "%.2f").c_str(), median(a_p99), median(r_p99));
+        median_of(a_rps), range(a_rps, "%.0f").c_str(), median_of(r_rps),
+        range(r_rps, "%.0f").c_str(),
+        median_of(r_rps) > 0 ? median_of(a_rps) / median_of(r_rps) : 0, median_of(ratios),
+        range(ratios, "%.2f").c_str(), median_of(a_p99), median_of(r_p99));
     std::printf(
         "    CPU per request (nginx + agent vs nginx): %.1f us vs %.1f us, so the "
         "throughput the CPU allows is %.2fx (less sensitive to other load than req/s)\n",
-        median(a_cpu), median(r_cpu), median(a_cpu) > 0 ? median(r_cpu) / median(a_cpu) : 0);
+        median_of(a_cpu), median_of(r_cpu),
+        median_of(a_cpu) > 0 ? median_of(r_cpu) / median_of(a_cpu) : 0);
     std::printf(
         "    the agent's own histogram over these rounds (%.0f decisions): p50 <= %g us, "
         "p99 <= %g us, p99.9 <= %g us (bucket bounds)\n",
@@ -1028,7 +921,8 @@ bool bench_fanout(const fs::path& dir, int rounds, int real_agents) {
       "simulated pollers p99 %.0f ms; file -> publish median %.0f ms (log timestamps: "
       "1 ms resolution)\n",
       percentile(agent_ms, 0.5), percentile(agent_ms, 0.99), range(round_p99, "%.0f").c_str(),
-      percentile(agent_ms, 1.0), agent_ms.size(), percentile(poller_ms, 0.99), median(publish_ms));
+      percentile(agent_ms, 1.0), agent_ms.size(), percentile(poller_ms, 0.99),
+      median_of(publish_ms));
   for (const Agent& a : agents) kill(a.pid, SIGTERM);
   for (const Agent& a : agents) waitpid(a.pid, nullptr, 0);
   stop(controller.pid);

@@ -22,12 +22,8 @@ HEAD answers carry no body, so the connection stays usable.
 import json
 import os
 import random
-import shutil
 import socket
 import sys
-import tempfile
-import time
-import traceback
 import urllib.parse
 import uuid
 
@@ -292,29 +288,7 @@ PHASES = [("identity", identity), ("forgery", forgery), ("connection", connectio
 def main():
     if not harness.TOLLGATE:
         sys.exit("TOLLGATE_BINARY is not set")
-    work = tempfile.mkdtemp(prefix="tollgate-envoy-contract-")
-    ok = False
-    try:
-        env = Env(work)
-        for name, phase in PHASES:
-            started = time.monotonic()
-            print("envoy: %s" % name, flush=True)
-            phase(env)
-            print("  ok (%.1f s)" % (time.monotonic() - started), flush=True)
-        env.connection.close()
-        ok = True
-    except (AssertionError, OSError, ValueError, KeyError):
-        traceback.print_exc()
-        for p in harness._processes:
-            print("\n--- %s (%s), last lines ---\n%s" % (p.name, p.log, p.output()[-2500:]))
-    finally:
-        harness._stop_all()
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print("\nkept %s for inspection" % work)
-    print("envoy contract: %s" % ("all phases passed" if ok else "FAILED"))
-    sys.exit(0 if ok else 1)
+    harness.run_phases("envoy contract", "tollgate-envoy-contract-", Env, PHASES)
 
 
 if __name__ == "__main__":

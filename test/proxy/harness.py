@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 TOLLGATE = os.environ.get("TOLLGATE_BINARY", "")
 SOURCE_DIR = os.environ.get(
@@ -438,11 +439,44 @@ class App:
         self.port = read_port_file(port_file, self.process)
 
 
-def substitute(text, replacements, what):
-    """Applies (old, new) replacements to a shipped config, failing if one no longer applies:
-    the tests run the configs in examples/agent/ as shipped, but for ports and paths."""
+def shipped_config(name, replacements, out):
+    """Writes examples/agent/<name> to `out` with (old, new) replacements, failing if one no
+    longer applies: the tests run the shipped configs as they are, but for ports and paths."""
+    with open(os.path.join(SOURCE_DIR, "examples/agent", name)) as f:
+        text = f.read()
     for old, new in replacements:
         if old not in text:
-            fail("%s no longer contains %r: update the test with the config" % (what, old))
+            fail("examples/agent/%s no longer contains %r: update the test with the config"
+                 % (name, old))
         text = text.replace(old, new)
-    return text
+    with open(out, "w") as f:
+        f.write(text)
+    return out
+
+
+def run_phases(title, work_prefix, make_env, phases):
+    """Runs each (name, function(env)) of `phases` in order on make_env(work), `work` a new
+    temporary directory; on a failure prints the traceback and every process's last log
+    lines and keeps `work`. Stops every process, then exits 0 if all phases passed, else 1."""
+    work = tempfile.mkdtemp(prefix=work_prefix)
+    ok = False
+    try:
+        env = make_env(work)
+        for name, phase in phases:
+            started = time.monotonic()
+            print("%s: %s" % (title, name), flush=True)
+            phase(env)
+            print("  ok (%.1f s)" % (time.monotonic() - started), flush=True)
+        ok = True
+    except (AssertionError, OSError, ValueError, KeyError):
+        traceback.print_exc()
+        for p in _processes:
+            print("\n--- %s (%s), last lines ---\n%s" % (p.name, p.log, p.output()[-2500:]))
+    finally:
+        _stop_all()
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("\nkept %s for inspection" % work)
+    print("%s: %s" % (title, "all phases passed" if ok else "FAILED"))
+    sys.exit(0 if ok else 1)

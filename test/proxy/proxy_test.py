@@ -21,12 +21,10 @@ import base64
 import json
 import os
 import random
-import shutil
 import signal
 import sys
 import tempfile
 import time
-import traceback
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,25 +78,18 @@ def cluster(proxy_port):
 
 def start_nginx(env):
     nginx = harness.require("nginx")
-    port = env.port
-    with open(os.path.join(harness.SOURCE_DIR, "examples/agent/nginx.conf")) as f:
-        text = f.read()
-    conf = harness.substitute(text, [
-        ("listen 8443 ssl;", "listen 127.0.0.1:%d ssl;" % port),
+    tls = "/etc/tollgate/tls/"
+    path = harness.shipped_config("nginx.conf", [
+        ("listen 8443 ssl;", "listen 127.0.0.1:%d ssl;" % env.port),
         ("listen 15021;", "listen 127.0.0.1:%d;" % env.health_port),
         ("server 127.0.0.1:15010;", "server 127.0.0.1:%d;" % env.agent_port),
         ("server 127.0.0.1:8080;", "server 127.0.0.1:%d;" % env.app.port),
-        ("/etc/tollgate/tls/server.crt", env.pki.server_crt),
-        ("/etc/tollgate/tls/server.key", env.pki.server_key),
-        ("/etc/tollgate/tls/ca.crt", env.pki.ca_crt),
+        (tls, env.pki.dir + "/"),
         ("pid /tmp/nginx.pid;", "pid %s;" % os.path.join(env.work, "nginx.pid")),
         ("access_log /dev/stdout;", "access_log %s;" % os.path.join(env.work, "nginx-access.log")),
-    ], "examples/agent/nginx.conf")
+    ], os.path.join(env.work, "nginx.conf"))
     prefix = os.path.join(env.work, "nginx")
     os.makedirs(prefix, exist_ok=True)
-    path = os.path.join(env.work, "nginx.conf")
-    with open(path, "w") as f:
-        f.write(conf)
     env.reserved.release()
     env.health_reserved.release()
     return harness.Process("nginx", [nginx, "-c", path, "-p", prefix, "-g", "daemon off;"],
@@ -107,24 +98,16 @@ def start_nginx(env):
 
 def start_caddy(env):
     caddy = harness.require("caddy")
-    port = env.port
-    with open(os.path.join(harness.SOURCE_DIR, "examples/agent/Caddyfile")) as f:
-        text = f.read()
-    conf = harness.substitute(text, [
+    path = harness.shipped_config("Caddyfile", [
         # Loopback only, as every server in the tests.
-        ("\n:8443 {\n", "\n:%d {\n\tbind 127.0.0.1\n" % port),
-        ("header_up X-Forwarded-Port 8443", "header_up X-Forwarded-Port %d" % port),
+        ("\n:8443 {\n", "\n:%d {\n\tbind 127.0.0.1\n" % env.port),
+        ("header_up X-Forwarded-Port 8443", "header_up X-Forwarded-Port %d" % env.port),
         ("forward_auth 127.0.0.1:15010 {", "forward_auth 127.0.0.1:%d {" % env.agent_port),
         ("reverse_proxy 127.0.0.1:8080", "reverse_proxy 127.0.0.1:%d" % env.app.port),
         ("\nhttp://:15021 {\n", "\nhttp://:%d {\n\tbind 127.0.0.1\n" % env.health_port),
         ("reverse_proxy 127.0.0.1:15010", "reverse_proxy 127.0.0.1:%d" % env.agent_port),
-        ("/etc/tollgate/tls/server.crt", env.pki.server_crt),
-        ("/etc/tollgate/tls/server.key", env.pki.server_key),
-        ("/etc/tollgate/tls/ca.crt", env.pki.ca_crt),
-    ], "examples/agent/Caddyfile")
-    path = os.path.join(env.work, "Caddyfile")
-    with open(path, "w") as f:
-        f.write(conf)
+        ("/etc/tollgate/tls/", env.pki.dir + "/"),
+    ], os.path.join(env.work, "Caddyfile"))
     home = os.path.join(env.work, "caddy-home")
     os.makedirs(home, exist_ok=True)
     caddy_env = dict(os.environ, HOME=home, XDG_DATA_HOME=home, XDG_CONFIG_HOME=home)
@@ -509,29 +492,7 @@ def main():
     if not harness.TOLLGATE:
         sys.exit("TOLLGATE_BINARY is not set")
     proxy = sys.argv[1]
-    work = tempfile.mkdtemp(prefix="tollgate-proxy-%s-" % proxy)
-    ok = False
-    env = None
-    try:
-        env = Env(proxy, work)
-        for name, phase in PHASES:
-            started = time.monotonic()
-            print("%s: %s" % (proxy, name), flush=True)
-            phase(env)
-            print("  ok (%.1f s)" % (time.monotonic() - started), flush=True)
-        ok = True
-    except (AssertionError, OSError, ValueError, KeyError):
-        traceback.print_exc()
-        for p in harness._processes:
-            print("\n--- %s (%s), last lines ---\n%s" % (p.name, p.log, p.output()[-2500:]))
-    finally:
-        harness._stop_all()
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print("\nkept %s for inspection" % work)
-    print("%s: %s" % (proxy, "all phases passed" if ok else "FAILED"))
-    sys.exit(0 if ok else 1)
+    harness.run_phases(proxy, "tollgate-proxy-%s-" % proxy, lambda work: Env(proxy, work), PHASES)
 
 
 if __name__ == "__main__":
