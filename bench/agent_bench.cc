@@ -619,8 +619,9 @@ bool bench_throughput(const fs::path& dir, int rounds) {
     auto start_nginx = [&](const fs::path& conf, const std::string& name) {
       std::vector<std::string> a = prefix;
       for (const std::string& s :
-           {std::string("nginx"), std::string("-c"), conf.string(), std::string("-p"), dir.string(),
-            std::string("-g"), std::string("daemon off;")}) {
+           {std::string(fs::exists("/usr/sbin/nginx") ? "/usr/sbin/nginx" : "nginx"),
+            std::string("-c"), conf.string(), std::string("-p"), dir.string(), std::string("-e"),
+            std::string("stderr"), std::string("-g"), std::string("daemon off;")}) {
         a.push_back(s);
       }
       return spawn(a, dir / (name + ".log"));

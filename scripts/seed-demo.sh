@@ -111,7 +111,7 @@ sed -e "s#listen 8443 ssl;#listen 127.0.0.1:$nginx_port ssl;#" \
   -e "s#pid /tmp/nginx.pid;#pid $work/nginx.pid;#" \
   -e "s#access_log /dev/stdout;#access_log $work/nginx-access.log;#" \
   "$repo/examples/agent/nginx.conf" >"$work/nginx.conf"
-"$nginx_bin" -c "$work/nginx.conf" -p "$work/nginx" -g 'daemon off;' >"$work/nginx.log" 2>&1 &
+"$nginx_bin" -c "$work/nginx.conf" -p "$work/nginx" -e stderr -g 'daemon off;' >"$work/nginx.log" 2>&1 &
 pids+=($!)
 wait_for "nginx" curl -sk "https://127.0.0.1:$nginx_port/"
 

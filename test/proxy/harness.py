@@ -454,6 +454,9 @@ def shipped_config(name, replacements, out):
     return out
 
 
+SANITIZER_REPORTS = ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer")
+
+
 def run_phases(title, work_prefix, make_env, phases):
     """Runs each (name, function(env)) of `phases` in order on make_env(work), `work` a new
     temporary directory; on a failure prints the traceback and every process's last log
@@ -474,6 +477,12 @@ def run_phases(title, work_prefix, make_env, phases):
             print("\n--- %s (%s), last lines ---\n%s" % (p.name, p.log, p.output()[-2500:]))
     finally:
         _stop_all()
+        # A sanitizer build reports some errors (UBSan's, leaks at exit) without failing.
+        for p in _processes:
+            text = p.output()
+            if any(m in text for m in SANITIZER_REPORTS):
+                print("\n--- %s (%s) reported ---\n%s" % (p.name, p.log, text[-4000:]))
+                ok = False
         if ok:
             shutil.rmtree(work, ignore_errors=True)
         else:

@@ -92,8 +92,9 @@ def start_nginx(env):
     os.makedirs(prefix, exist_ok=True)
     env.reserved.release()
     env.health_reserved.release()
-    return harness.Process("nginx", [nginx, "-c", path, "-p", prefix, "-g", "daemon off;"],
-                           os.path.join(env.work, "nginx.log"))
+    # -e: nginx's own log before it reads the config (a non-root run cannot open the default).
+    return harness.Process("nginx", [nginx, "-c", path, "-p", prefix, "-e", "stderr",
+                                     "-g", "daemon off;"], os.path.join(env.work, "nginx.log"))
 
 
 def start_caddy(env):
