@@ -103,17 +103,22 @@ wait_for "the application" curl -sf "http://127.0.0.1:$app_port/api/v1/data"
 
 say "nginx in front of it: examples/agent/nginx.conf (TLS, ssl_verify_client, auth_request)"
 nginx_port=$(free_port)
+ready_port=$(free_port)
 mkdir -p "$work/nginx"
 sed -e "s#listen 8443 ssl;#listen 127.0.0.1:$nginx_port ssl;#" \
+  -e "s#listen 15021;#listen 127.0.0.1:$ready_port;#" \
   -e "s#server 127.0.0.1:15010;#server 127.0.0.1:$agent_port;#" \
   -e "s#server 127.0.0.1:8080;#server 127.0.0.1:$app_port;#" \
   -e "s#/etc/tollgate/tls/#$pki/#g" \
   -e "s#pid /tmp/nginx.pid;#pid $work/nginx.pid;#" \
   -e "s#access_log /dev/stdout;#access_log $work/nginx-access.log;#" \
   "$repo/examples/agent/nginx.conf" >"$work/nginx.conf"
+if sed 's/#.*//' "$work/nginx.conf" | grep -qE '15010|15021|8443|:8080|/etc/tollgate|/tmp/nginx'; then
+  die "examples/agent/nginx.conf changed: update this script's substitutions"
+fi
 "$nginx_bin" -c "$work/nginx.conf" -p "$work/nginx" -e stderr -g 'daemon off;' >"$work/nginx.log" 2>&1 &
 pids+=($!)
-wait_for "nginx" curl -sk "https://127.0.0.1:$nginx_port/"
+wait_for "nginx, and the agent's readiness through it" curl -sf "http://127.0.0.1:$ready_port/ready"
 
 # request_as WHO: frontend's GET /api/v1/data through nginx, with frontend's certificate or
 # none; prints the command and the answer, and leaves its HTTP status in $status.
