@@ -26,7 +26,7 @@
 #include <thread>
 #include <vector>
 
-#include "tollgate/util/strings.h"
+#include "support.h"
 
 extern char** environ;
 
@@ -36,57 +36,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct Reply {
-  int status = 0;
-  std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;
-};
-
-int connect_to(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// One blocking HTTP/1.1 GET with Connection: close.
-Reply get(int port, const std::string& target, const std::string& extra = "") {
-  Reply r;
-  const int fd = connect_to(port);
-  if (fd < 0) return r;
-  const std::string req =
-      "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra + "Connection: close\r\n\r\n";
-  (void)!write(fd, req.data(), req.size());
-  std::string all;
-  char buf[65536];
-  for (;;) {
-    const ssize_t n = read(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    all.append(buf, static_cast<std::size_t>(n));
-  }
-  close(fd);
-  const auto end = all.find("\r\n\r\n");
-  if (end == std::string::npos || all.size() < 12) return r;
-  r.status = std::atoi(all.c_str() + 9);
-  std::istringstream head(all.substr(0, end));
-  std::string line;
-  std::getline(head, line);
-  while (std::getline(head, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    const auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    const std::string name = tollgate::util::lowered(line.substr(0, colon));
-    r.headers[name] = line.substr(line.find_first_not_of(' ', colon + 1));
-  }
-  r.body = all.substr(end + 4);
-  return r;
-}
+using namespace tollgate::bench;
 
 pid_t spawn(const std::vector<std::string>& args, const std::string& out_file) {
   std::vector<char*> argv;
@@ -102,66 +52,11 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& out_file) {
   return pid;
 }
 
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-std::size_t rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
-  }
-  return 0;
-}
-
 struct WrkResult {
   double rps = 0, p99_ms = 0;
   double requests = 0;    // served in the round
   double cpu_us_per = 0;  // the server's CPU time (user + system) per request, in µs
 };
-
-// CPU seconds used so far by `pid` and its children that are still running (nginx's workers).
-double cpu_seconds(pid_t pid) {
-  const auto ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
-  double total = 0;
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    std::ifstream in(e.path() / "stat");
-    std::string stat;
-    if (!std::getline(in, stat)) continue;
-    const auto close_paren = stat.rfind(')');
-    if (close_paren == std::string::npos) continue;
-    std::istringstream fields(stat.substr(close_paren + 2));
-    std::string f[13];  // state, ppid, ..., utime (11), stime (12)
-    for (auto& x : f) fields >> x;
-    const pid_t self = std::atoi(e.path().filename().c_str());
-    if (self == pid || std::atoi(f[1].c_str()) == pid) {
-      total += (std::atof(f[11].c_str()) + std::atof(f[12].c_str())) / ticks;
-    }
-  }
-  return total;
-}
-
-double to_ms(const std::string& v) {
-  const double x = std::atof(v.c_str());
-  if (v.find("us") != std::string::npos) return x / 1000;
-  if (v.find("ms") != std::string::npos) return x;
-  if (v.find('s') != std::string::npos) return x * 1000;
-  return x;
-}
-
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 // Median req/s, median p99 and median CPU per request, each taken on its own.
 WrkResult median(const std::vector<WrkResult>& v) {

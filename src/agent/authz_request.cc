@@ -81,8 +81,11 @@ util::Result<std::optional<std::string>> source_ip(const HeaderFields& h, bool r
   return std::optional<std::string>();
 }
 
-util::Result<std::optional<std::string>> principal(const HeaderFields& h) {
-  if (const std::string* v = find(h, "x-forwarded-tls-client-cert")) {
+// X-Forwarded-Tls-Client-Cert only when `client_cert` allows it (forward auth): Envoy never
+// sets it, so on Envoy's endpoint it could only be the client's own (Envoy's http_service
+// passes client headers on), and the identity is XFCC's last element, which Envoy appends.
+util::Result<std::optional<std::string>> principal(const HeaderFields& h, bool client_cert) {
+  if (const std::string* v = client_cert ? find(h, "x-forwarded-tls-client-cert") : nullptr) {
     auto p = principal_from_client_cert(*v);
     if (!p.ok()) return util::make_error("X-Forwarded-Tls-Client-Cert: " + p.error().message);
     return p;
@@ -106,10 +109,12 @@ util::Result<std::optional<int>> port(const HeaderFields& h, const MappingOption
 }
 
 // What both endpoints share: identity, source, port, and the original headers.
-util::Status fill_common(const HeaderFields& h, const MappingOptions& o, bool real_ip,
+// `forward_auth`: the headers only a forward-auth proxy sets (X-Real-IP,
+// X-Forwarded-Tls-Client-Cert) are read; on Envoy's endpoint they can only be a client's.
+util::Status fill_common(const HeaderFields& h, const MappingOptions& o, bool forward_auth,
                          eval::Request& r) {
-  TOLLGATE_TRY(peer, principal(h));
-  TOLLGATE_TRY(ip, source_ip(h, real_ip));
+  TOLLGATE_TRY(peer, principal(h, forward_auth));
+  TOLLGATE_TRY(ip, source_ip(h, forward_auth));
   TOLLGATE_TRY(p, port(h, o));
   r.principal = std::move(peer);
   r.source_ip = ip;

@@ -86,6 +86,21 @@ TEST_CASE("Envoy's http_service: own method and path, XFCC's last element, XFF's
   CHECK(*agent::map_envoy("GET", "", {}, {})->path == "/");
 }
 
+TEST_CASE("Envoy's http_service ignores X-Forwarded-Tls-Client-Cert, which only a client sends") {
+  const auto ca = testing::make_ca("ca");
+  const auto leaf = testing::issue(ca, "x", {"URI:spiffe://td/ns/default/sa/frontend"});
+  const HeaderFields forged = {{"x-forwarded-tls-client-cert", leaf.certificate}};
+  auto plaintext = agent::map_envoy("GET", "/", forged, {});
+  REQUIRE(plaintext.ok());
+  CHECK_FALSE(plaintext->principal.has_value());
+  HeaderFields with_xfcc = forged;
+  with_xfcc.emplace_back("x-forwarded-client-cert", "URI=spiffe://td/ns/other/sa/c");
+  auto r = agent::map_envoy("GET", "/", with_xfcc, {});
+  REQUIRE(r.ok());
+  CHECK(*r->principal == "td/ns/other/sa/c");
+  CHECK(r->headers.empty());
+}
+
 TEST_CASE("X-Forwarded-Tls-Client-Cert wins over XFCC, and IPv6 may come bracketed") {
   const auto ca = testing::make_ca("ca");
   const auto leaf = testing::issue(ca, "x", {"URI:spiffe://td/ns/a/sa/b"});

@@ -1,6 +1,8 @@
 #include "tollgate/agent/identity.h"
 
 #include <catch2/catch.hpp>
+#include <functional>
+#include <string_view>
 
 #include "support/certs.h"
 #include "tollgate/util/base64.h"
@@ -72,6 +74,26 @@ TEST_CASE("a certificate header that holds no certificate is an error, never an 
   // Trailing bytes after a DER certificate are refused too.
   const std::string der = testing::der_of(certs().frontend.certificate) + "x";
   CHECK_FALSE(agent::principal_from_client_cert(util::encode_base64(der)).ok());
+}
+
+TEST_CASE("a certificate read again, or another one in the same memo slot, gives its own answer") {
+  const std::string frontend = url_escape(certs().frontend.certificate);
+  const auto other_ca = testing::make_ca("other CA");
+  const auto other = testing::issue(other_ca, "api", {"URI:spiffe://cluster.local/ns/prod/sa/api"});
+  // Trailing spaces do not change the certificate, only the memo's key: find a value of the
+  // other certificate that falls in frontend's slot (the memo has 64).
+  const auto slot = [](const std::string& v) { return std::hash<std::string_view>{}(v) % 64; };
+  std::string colliding = other.certificate;
+  while (slot(colliding) != slot(frontend)) colliding += ' ';
+  for (int i = 0; i < 3; ++i) {
+    auto a = agent::principal_from_client_cert(frontend);
+    auto b = agent::principal_from_client_cert(colliding);
+    REQUIRE(a.ok());
+    REQUIRE(b.ok());
+    CHECK(**a == "cluster.local/ns/default/sa/frontend");
+    CHECK(**b == "cluster.local/ns/prod/sa/api");
+    CHECK_FALSE(agent::principal_from_client_cert(frontend.substr(0, 200)).ok());
+  }
 }
 
 TEST_CASE("XFCC: the last element decides; a client's own elements before it are ignored") {

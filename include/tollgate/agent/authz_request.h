@@ -29,7 +29,9 @@ util::Result<eval::Request> map_forward_auth(const HeaderFields& headers,
                                              const MappingOptions& options);
 
 // /v1/authz/envoy<path>: `method` and `path` (path and query after the prefix) are the
-// original request's own; the rest comes from `headers`.
+// original request's own; the rest comes from `headers`. The peer's identity is XFCC's last
+// element only: X-Forwarded-Tls-Client-Cert and X-Real-IP, which Envoy never sets, are not
+// read (a client could have sent them).
 util::Result<eval::Request> map_envoy(std::string_view method, std::string_view path,
                                       const HeaderFields& headers, const MappingOptions& options);
 

@@ -1,6 +1,7 @@
 // The peer identity a proxy forwards to the agent (docs/agent.md#peer-identity): the client
 // certificate it verified (X-Forwarded-Tls-Client-Cert) or Envoy's X-Forwarded-Client-Cert.
-// Pure functions; thread-safe. OpenSSL parses the certificates.
+// Pure functions; thread-safe. OpenSSL parses the certificates; each thread remembers the
+// principals of the last certificates it parsed (a client sends the same one every time).
 #pragma once
 
 #include <optional>
