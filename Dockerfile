@@ -7,8 +7,9 @@ RUN bash scripts/install-deps.sh \
  && cmake --build build --target tollgate
 
 FROM debian:bookworm-slim
+# Every library build/tollgate loads (test/dockerfile_runtime_test.sh checks this list).
 RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends libyaml-0-2 libsimdjson14 libssl3 libboost-system1.74.0 libprometheus-cpp-core1.0 ca-certificates \
+ && apt-get install -y -qq --no-install-recommends libyaml-0-2 libsimdjson14 libssl3 libprometheus-cpp-core1.0 libgrpc++1.51 libprotobuf32 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/tollgate /usr/local/bin/tollgate
 COPY --from=build /src/examples /usr/share/tollgate/examples

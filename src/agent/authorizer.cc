@@ -24,7 +24,7 @@ Answer denied_without_table(std::string_view reason_code, const std::string& rea
 }  // namespace
 
 Answer Authorizer::decide(const eval::Request& r) const {
-  const auto active = active_.load(std::memory_order_acquire);
+  const auto active = active_.load();
   if (!active) {
     return denied_without_table(kReasonNoTable,
                                 "the agent has no table for this pod yet (never synced, nothing "
@@ -53,11 +53,9 @@ Answer Authorizer::refuse(std::string_view why) {
 }
 
 void Authorizer::activate(std::shared_ptr<const ActiveTable> table) {
-  active_.store(std::move(table), std::memory_order_release);
+  active_.publish(std::move(table));
 }
 
-std::shared_ptr<const ActiveTable> Authorizer::active() const {
-  return active_.load(std::memory_order_acquire);
-}
+std::shared_ptr<const ActiveTable> Authorizer::active() const { return active_.load(); }
 
 }  // namespace tollgate::agent

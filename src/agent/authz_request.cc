@@ -130,8 +130,9 @@ util::Status fill_common(const HeaderFields& h, const MappingOptions& o, bool fo
 
 }  // namespace
 
-util::Result<eval::Request> map_forward_auth(const HeaderFields& raw, const MappingOptions& o) {
-  const HeaderFields h = normalized(raw);
+util::Result<eval::Request> map_forward_auth(const HeaderFields& headers,
+                                             const MappingOptions& options) {
+  const HeaderFields h = normalized(headers);
   const std::string* method = first_of(h, "x-original-method", "x-forwarded-method");
   const std::string* uri = first_of(h, "x-original-uri", "x-forwarded-uri");
   if (method == nullptr || util::trim(*method).empty()) {
@@ -145,19 +146,19 @@ util::Result<eval::Request> map_forward_auth(const HeaderFields& raw, const Mapp
   r.path = std::string(util::trim(*uri));
   const std::string* host = first_of(h, "x-forwarded-host", "host");
   if (host != nullptr) r.host = std::string(util::trim(*host));
-  TOLLGATE_TRY_STATUS(fill_common(h, o, true, r));
+  TOLLGATE_TRY_STATUS(fill_common(h, options, true, r));
   return r;
 }
 
 util::Result<eval::Request> map_envoy(std::string_view method, std::string_view path,
-                                      const HeaderFields& raw, const MappingOptions& o) {
-  const HeaderFields h = normalized(raw);
+                                      const HeaderFields& headers, const MappingOptions& options) {
+  const HeaderFields h = normalized(headers);
   if (method.empty()) return util::make_error("no method");
   eval::Request r;
   r.method = std::string(method);
   r.path = path.empty() ? std::string("/") : std::string(path);
   if (const std::string* host = find(h, "host")) r.host = std::string(util::trim(*host));
-  TOLLGATE_TRY_STATUS(fill_common(h, o, false, r));
+  TOLLGATE_TRY_STATUS(fill_common(h, options, false, r));
   return r;
 }
 

@@ -145,7 +145,8 @@ util::Status map_http(const auth::AttributeContext::HttpRequest& http, const Che
     if (name != "x-forwarded-for") continue;
     const std::string_view v = value;
     const std::size_t comma = v.rfind(',');
-    const std::string_view last = util::trim(comma == v.npos ? v : v.substr(comma + 1));
+    const std::string_view last =
+        util::trim(comma == std::string_view::npos ? v : v.substr(comma + 1));
     if (last.empty()) break;
     if (!policy::parse_ip(last)) {
       return util::make_error("attributes.request.http.headers[x-forwarded-for]: the last hop \"" +

@@ -104,6 +104,14 @@ std::string AgentMetrics::render(const Authorizer& authorizer,
                                  std::chrono::system_clock::time_point now) const {
   std::string out;
   out.reserve(4096);
+  render_decisions(out);
+  render_latency(out);
+  render_table(out, authorizer, now);
+  render_sync(out);
+  return out;
+}
+
+void AgentMetrics::render_decisions(std::string& out) const {
   header(out, "tollgate_agent_decisions_total", "counter",
          "Requests decided, by decision and the deciding policy (empty: a default decision or "
          "no table).");
@@ -126,6 +134,9 @@ std::string AgentMetrics::render(const Authorizer& authorizer,
       out += "\"} " + std::to_string(it == reasons_.end() ? 0 : it->second) + "\n";
     }
   }
+}
+
+void AgentMetrics::render_latency(std::string& out) const {
   header(out, "tollgate_agent_decision_duration_seconds", "histogram",
          "Time to read a request and decide it, inside the agent.");
   std::uint64_t cumulative = 0;
@@ -143,7 +154,10 @@ std::string AgentMetrics::render(const Authorizer& authorizer,
   append_number(out, static_cast<double>(latency_ns_.load(std::memory_order_relaxed)) / 1e9);
   out += "\ntollgate_agent_decision_duration_seconds_count " +
          std::to_string(latency_count_.load(std::memory_order_relaxed)) + "\n";
+}
 
+void AgentMetrics::render_table(std::string& out, const Authorizer& authorizer,
+                                std::chrono::system_clock::time_point now) const {
   const auto active = authorizer.active();
   header(out, "tollgate_agent_table_info", "gauge",
          "The active table: its hash and where it came from (fetched from the controller, or "
@@ -166,6 +180,9 @@ std::string AgentMetrics::render(const Authorizer& authorizer,
     append_number(out, static_cast<double>(now_ms - synced_ms) / 1000.0);
     out += '\n';
   }
+}
+
+void AgentMetrics::render_sync(std::string& out) const {
   header(out, "tollgate_agent_table_updates_total", "counter",
          "Controller answers by result: a new table fetched, or not modified (304).");
   out += "tollgate_agent_table_updates_total{result=\"fetched\"} " +
@@ -183,7 +200,6 @@ std::string AgentMetrics::render(const Authorizer& authorizer,
          "HTTP requests the agent's server refused before deciding (malformed, too large).");
   out += "tollgate_agent_http_refused_total " +
          std::to_string(http_refused_.load(std::memory_order_relaxed)) + "\n";
-  return out;
 }
 
 }  // namespace tollgate::agent

@@ -42,7 +42,10 @@ Syncer::Syncer(SyncOptions options, std::unique_ptr<k8s::Transport> transport,
 Syncer::~Syncer() { stop(); }
 
 void Syncer::start() {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    auto thrown = util::run_catching([this] { run(); });
+    if (thrown) util::report_thread_failure(options_.failures, "sync", *thrown);
+  });
 }
 
 void Syncer::stop() {
@@ -199,6 +202,7 @@ void Syncer::run() {
       std::lock_guard lock(mu_);
       if (stopping_) return;
     }
+    util::injection_point("sync");
     const auto timeout =
         first ? options_.first_timeout
               : std::chrono::duration_cast<std::chrono::milliseconds>(options_.wait + kClientSlack);

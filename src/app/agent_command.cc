@@ -1,9 +1,8 @@
 // `tollgate agent`: the enforcement point beside each pod (docs/agent.md). The sync thread
 // keeps the pod's table from the controller (or the state directory); the HTTP endpoints and
-// the optional gRPC ext_authz listener decide with it until SIGTERM/SIGINT.
-#include <csignal>
+// the optional gRPC ext_authz listener decide with it until SIGTERM/SIGINT. A sync thread that
+// dies makes it drain and exit 1 (restarted, it restores the saved table).
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 
@@ -15,6 +14,7 @@
 #include "tollgate/agent/observe.h"
 #include "tollgate/agent/sync.h"
 #include "tollgate/app/commands.h"
+#include "tollgate/app/process.h"
 #include "tollgate/http/server.h"
 #include "tollgate/k8s/config.h"
 #include "tollgate/k8s/transport.h"
@@ -56,74 +56,94 @@ util::Result<k8s::ClusterConfig> controller_config(const AgentOptions& o) {
   return parsed;
 }
 
-void write_port_file(const std::string& path, int port) {
-  if (path.empty()) return;
-  auto written = util::write_file_atomically(path, std::to_string(port) + "\n");
-  if (!written.ok())
-    util::log_warn("cannot write the port file", {{"error", written.error().message}});
+// The pod, from the flags or the downward API's environment.
+util::Status resolve_pod(AgentOptions& o) {
+  o.namespace_ = env_or(o.namespace_, "POD_NAMESPACE");
+  o.pod = env_or(o.pod, "POD_NAME");
+  if (!valid_name(o.namespace_) || !valid_name(o.pod)) {
+    return util::make_error(
+        "the pod is not known: give --namespace and --pod, or set POD_NAMESPACE and POD_NAME "
+        "(the downward API); got \"" +
+        o.namespace_ + "/" + o.pod + "\"");
+  }
+  return util::ok();
+}
+
+// What the agent needs before any thread starts; every flag's problem is an error here.
+struct Prepared {
+  std::unique_ptr<k8s::Transport> transport;
+  std::unique_ptr<agent::DecisionLog> decision_log;  // null without --decision-log
+};
+
+util::Result<Prepared> prepare(const AgentOptions& o) {
+  TOLLGATE_TRY(config, controller_config(o));
+  auto tokens = o.token_file.empty() ? nullptr : std::make_shared<k8s::TokenSource>(config);
+  if (tokens && tokens->token().empty()) {
+    return util::make_error("--token-file " + o.token_file + ": " +
+                            (tokens->last_error().empty() ? "empty" : tokens->last_error()));
+  }
+  Prepared p;
+  TOLLGATE_TRY(transport, k8s::make_transport(config, tokens));
+  p.transport = std::move(transport);
+  if (!o.state_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.state_dir, ec);
+    if (ec) return util::make_error("--state-dir " + o.state_dir + ": " + ec.message());
+  }
+  if (!o.decision_log.empty()) {
+    TOLLGATE_TRY(log, agent::DecisionLog::open(o.decision_log, o.decision_log_headers));
+    p.decision_log = std::move(log);
+  }
+  return p;
+}
+
+// --grpc-listen: Envoy's ext_authz over gRPC, answered by the same authorizer and observer.
+util::Status start_grpc(const AgentOptions& o, agent::GrpcServer& grpc,
+                        agent::Authorizer& authorizer, agent::DecisionObserver& observer) {
+  if (o.grpc_listen.empty()) return util::ok();
+  agent::GrpcServerOptions go;
+  go.threads = o.grpc_threads;
+  go.mapping.jwt_metadata_namespace = o.jwt_metadata_key;
+  go.mapping.jwt_payload_key = o.jwt_payload_key;
+  go.mapping.self_provider = o.grpc_provider_name;
+  go.on_decision = [&observer](const eval::Request* r, const agent::Answer& a,
+                               std::chrono::nanoseconds elapsed) {
+    observer.observe(r, a, elapsed);
+  };
+  auto port = grpc.start(o.grpc_listen, authorizer, go);
+  if (!port.ok())
+    return util::make_error("--grpc-listen " + o.grpc_listen + ": " + port.error().message);
+  write_port_file(o.grpc_port_file, *port);
+  return util::ok();
+}
+
+int fail_start(const std::string& message) {
+  std::cerr << "tollgate agent: " << message << "\n";
+  return 2;
 }
 
 }  // namespace
 
 int run_agent(const AgentOptions& in) {
   AgentOptions o = in;
-  o.namespace_ = env_or(o.namespace_, "POD_NAMESPACE");
-  o.pod = env_or(o.pod, "POD_NAME");
-  if (!valid_name(o.namespace_) || !valid_name(o.pod)) {
-    std::cerr << "tollgate agent: the pod is not known: give --namespace and --pod, or set "
-                 "POD_NAMESPACE and POD_NAME (the downward API); got \""
-              << o.namespace_ << "/" << o.pod << "\"\n";
-    return 2;
-  }
-  auto config = controller_config(o);
-  if (!config.ok()) {
-    std::cerr << "tollgate agent: " << config.error().message << "\n";
-    return 2;
-  }
-  auto tokens = o.token_file.empty() ? nullptr : std::make_shared<k8s::TokenSource>(*config);
-  if (tokens && tokens->token().empty()) {
-    std::cerr << "tollgate agent: --token-file " << o.token_file << ": "
-              << (tokens->last_error().empty() ? "empty" : tokens->last_error()) << "\n";
-    return 2;
-  }
-  auto transport = k8s::make_transport(*config, tokens);
-  if (!transport.ok()) {
-    std::cerr << "tollgate agent: " << transport.error().message << "\n";
-    return 2;
-  }
-  if (!o.state_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(o.state_dir, ec);
-    if (ec) {
-      std::cerr << "tollgate agent: --state-dir " << o.state_dir << ": " << ec.message() << "\n";
-      return 2;
-    }
-  }
-  std::unique_ptr<agent::DecisionLog> decision_log;
-  if (!o.decision_log.empty()) {
-    auto opened = agent::DecisionLog::open(o.decision_log, o.decision_log_headers);
-    if (!opened.ok()) {
-      std::cerr << "tollgate agent: " << opened.error().message << "\n";
-      return 2;
-    }
-    decision_log = std::move(*opened);
-  }
+  if (auto pod = resolve_pod(o); !pod.ok()) return fail_start(pod.error().message);
+  auto prepared = prepare(o);
+  if (!prepared.ok()) return fail_start(prepared.error().message);
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
+  // Before any thread starts; a sync thread that dies wakes signals.wait() below.
+  ShutdownSignals signals;
+  util::ThreadFailures failures;
+  signals.wake_on_failure(failures);
   agent::Authorizer authorizer;
   agent::AgentMetrics metrics;
-  agent::DecisionObserver observer(metrics, authorizer, decision_log.get());
+  agent::DecisionObserver observer(metrics, authorizer, prepared->decision_log.get());
   agent::SyncOptions so;
   so.namespace_ = o.namespace_;
   so.pod = o.pod;
   so.state_dir = o.state_dir;
   so.wait = std::chrono::seconds(o.wait_seconds);
-  agent::Syncer syncer(so, std::move(*transport), authorizer, metrics);
+  so.failures = &failures;
+  agent::Syncer syncer(so, std::move(prepared->transport), authorizer, metrics);
 
   agent::MappingOptions mapping;
   if (o.port > 0) mapping.port = o.port;
@@ -133,29 +153,10 @@ int run_agent(const AgentOptions& in) {
   ho.listen = o.listen;
   ho.threads = o.http_threads;
   http::Server server(ho, service);
-  auto started = server.start();
-  if (!started.ok()) {
-    std::cerr << "tollgate agent: " << started.error().message << "\n";
-    return 2;
-  }
+  if (auto started = server.start(); !started.ok()) return fail_start(started.error().message);
   agent::GrpcServer grpc;
-  if (!o.grpc_listen.empty()) {
-    agent::GrpcServerOptions go;
-    go.threads = o.grpc_threads;
-    go.mapping.jwt_metadata_namespace = o.jwt_metadata_key;
-    go.mapping.jwt_payload_key = o.jwt_payload_key;
-    go.mapping.self_provider = o.grpc_provider_name;
-    go.on_decision = [&observer](const eval::Request* r, const agent::Answer& a,
-                                 std::chrono::nanoseconds elapsed) {
-      observer.observe(r, a, elapsed);
-    };
-    auto port = grpc.start(o.grpc_listen, authorizer, go);
-    if (!port.ok()) {
-      std::cerr << "tollgate agent: --grpc-listen " << o.grpc_listen << ": " << port.error().message
-                << "\n";
-      return 2;
-    }
-    write_port_file(o.grpc_port_file, *port);
+  if (auto started = start_grpc(o, grpc, authorizer, observer); !started.ok()) {
+    return fail_start(started.error().message);
   }
   write_port_file(o.port_file, server.port());
   util::log_info("agent started", {{"pod", o.namespace_ + "/" + o.pod},
@@ -166,14 +167,12 @@ int run_agent(const AgentOptions& in) {
                                    {"stateDir", o.state_dir}});
   syncer.start();
 
-  int sig = 0;
-  sigwait(&signals, &sig);
-  util::log_info("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  signals.wait(failures);
   // Stop taking requests first; the table stays active until the last answer is out.
   grpc.stop();
   server.shutdown();
   syncer.stop();
-  return 0;
+  return failures.failed() ? 1 : 0;
 }
 
 }  // namespace tollgate::app

@@ -3,17 +3,14 @@
 // table is printed as a JSON line on stdout once synced, and nothing is served. A controller
 // thread that dies turns /readyz to 503 and wakes the main thread (SIGUSR1 into its sigwait):
 // it drains as on SIGTERM and exits 1.
-#include <pthread.h>
-
-#include <csignal>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <mutex>
 #include <optional>
+#include <ostream>
 
 #include "tollgate/app/cluster_source.h"
 #include "tollgate/app/commands.h"
+#include "tollgate/app/process.h"
 #include "tollgate/policy/parse.h"
 #include "tollgate/publish/publisher.h"
 #include "tollgate/server/server.h"
@@ -75,14 +72,7 @@ std::unique_ptr<server::Server> start_service(const RunOptions& o, publish::Publ
     std::cerr << "tollgate: " << started.error().message << "\n";
     return nullptr;
   }
-  if (!o.port_file.empty()) {
-    const std::string tmp = o.port_file + ".tmp";
-    {
-      std::ofstream out(tmp);
-      out << service->port() << "\n";
-    }
-    std::rename(tmp.c_str(), o.port_file.c_str());  // readers never see a partial file
-  }
+  write_port_file(o.port_file, service->port());
   return service;
 }
 
@@ -174,25 +164,14 @@ int run_controller(const RunOptions& o) {
     }
     cluster = std::move(*c);
   }
-  // Signals are taken by sigwait below, never by a handler on a random thread. SIGUSR1 is how
-  // a dying controller thread wakes it (ThreadFailures' listener); one from outside is ignored.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGUSR1);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
-  // Declared before every thread that may report to it; a report wakes sigwait below (and a
-  // --once wait).
+  // Before any thread starts; a controller thread that dies wakes signals.wait() below (and
+  // a --once wait).
+  ShutdownSignals signals;
   util::ThreadFailures failures;
   publish::PublisherOptions popts;
   popts.failures = &failures;
   publish::Publisher publisher(*mesh, popts);
-  failures.add_listener([main_thread = pthread_self(), &publisher] {
-    publisher.wake_waiters();
-    pthread_kill(main_thread, SIGUSR1);
-  });
+  signals.wake_on_failure(failures, [&publisher] { publisher.wake_waiters(); });
   std::unique_ptr<server::Server> service;
   if (!o.once) {
     service = start_service(o, publisher, failures);
@@ -206,15 +185,7 @@ int run_controller(const RunOptions& o) {
     return o.once && !cluster ? 1 : 2;
   }
   if (o.once) return print_once(publisher, cluster.has_value(), sources.watch.get(), failures);
-  int sig = 0;
-  do {
-    sigwait(&signals, &sig);
-  } while (sig == SIGUSR1 && !failures.failed());
-  if (failures.failed()) {
-    util::log_error("shutting down: a controller thread stopped", {{"cause", failures.cause()}});
-  } else {
-    util::log_info("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
-  }
+  signals.wait(failures);
   if (service) service->shutdown();  // parked long-polls get 304
   if (sources.dir) sources.dir->stop();
   if (sources.watch) sources.watch->stop();

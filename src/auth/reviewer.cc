@@ -233,8 +233,13 @@ AccessVerdict Reviewer::may_list_policies(const Identity& who, const std::string
   }
   const json answer = json::parse(r->body, nullptr, false);
   const json status = answer.is_object() ? answer.value("status", json::object()) : json::object();
-  const bool allowed = status.is_object() && status.value("allowed", false) == true &&
-                       status.value("denied", false) != true;
+  // Only a literal `allowed: true` allows, and a literal `denied: true` refuses whatever else
+  // the answer says; a wrong-typed field is no permission (and no exception).
+  const auto flag = [&status](const char* name) {
+    auto f = status.find(name);
+    return f != status.end() && f->is_boolean() && f->get<bool>();
+  };
+  const bool allowed = status.is_object() && flag("allowed") && !flag("denied");
   v.outcome = allowed ? Outcome::kOk : Outcome::kRefused;
   if (!allowed) {
     v.reason = who.username + " may not list authorizationpolicies.security.istio.io" +

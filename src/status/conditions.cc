@@ -53,35 +53,40 @@ std::vector<Condition> desired_conditions(const policy::Policy& p,
   return out;
 }
 
-Merged merge_conditions(const json& current, const std::vector<Condition>& want,
-                        std::int64_t generation, std::string_view now) {
-  Merged m;
-  m.conditions = json::array();
+std::optional<json> merge_conditions(const json& current, const std::vector<Condition>& want,
+                                     std::int64_t generation, std::string_view now) {
+  json merged = json::array();
   const json empty = json::array();
   const json& list = current.is_array() ? current : empty;
-  for (const auto& c : list) {
-    if (!ours(c)) m.conditions.push_back(c);
-  }
   std::size_t ours_before = 0;
-  for (const auto& c : list) ours_before += ours(c) ? 1 : 0;
+  for (const auto& c : list) {
+    if (ours(c)) {
+      ++ours_before;
+    } else {
+      merged.push_back(c);
+    }
+  }
+  bool changed = ours_before != want.size();
   for (const Condition& w : want) {
     json next = {
         {"type", w.type},     {"status", w.status},   {"observedGeneration", generation},
         {"reason", w.reason}, {"message", w.message}, {"lastTransitionTime", std::string(now)}};
     auto old = std::find_if(list.begin(), list.end(),
                             [&](const json& c) { return ours(c) && c["type"] == w.type; });
-    if (old != list.end()) {
-      if (old->value("status", "") == w.status && old->contains("lastTransitionTime")) {
-        next["lastTransitionTime"] = (*old)["lastTransitionTime"];
-      }
-      if (*old != next) m.changed = true;
+    if (old == list.end()) {
+      changed = true;
     } else {
-      m.changed = true;
+      auto status = old->find("status");
+      auto since = old->find("lastTransitionTime");
+      if (status != old->end() && *status == w.status && since != old->end()) {
+        next["lastTransitionTime"] = *since;
+      }
+      if (*old != next) changed = true;
     }
-    m.conditions.push_back(std::move(next));
+    merged.push_back(std::move(next));
   }
-  if (ours_before != want.size()) m.changed = true;
-  return m;
+  if (!changed) return std::nullopt;
+  return merged;
 }
 
 json status_patch(const json& conditions, std::string_view resource_version) {

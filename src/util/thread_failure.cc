@@ -14,8 +14,7 @@ void ThreadFailures::add_listener(Listener l) {
 }
 
 void ThreadFailures::report(std::string_view thread, std::string_view cause) {
-  log_error("a controller thread stopped unexpectedly; shutting down",
-            {{"thread", thread}, {"error", cause}});
+  log_error("a thread stopped unexpectedly; shutting down", {{"thread", thread}, {"error", cause}});
   std::vector<Listener> listeners;
   {
     std::lock_guard lock(mu_);

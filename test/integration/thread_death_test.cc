@@ -173,9 +173,9 @@ std::string seed_copy(const testing::TempDir& d) {
 // it shut down.
 void check_log(const testing::Child& child, const std::string& thread) {
   const auto log = child.log();
-  CHECK_THAT(log, Catch::Contains("\"msg\":\"a controller thread stopped unexpectedly; shutting "
-                                  "down\",\"thread\":\"" +
-                                  thread));
+  CHECK_THAT(
+      log, Catch::Contains(
+               "\"msg\":\"a thread stopped unexpectedly; shutting down\",\"thread\":\"" + thread));
   CHECK_THAT(log, Catch::Contains("injected failure"));
   CHECK_THAT(log, Catch::Contains("server stopped"));  // the graceful drain ran
 }
@@ -255,6 +255,24 @@ TEST_CASE("tollgate run --once exits 1 at once when its index thread dies") {
   CHECK(*status == 1);
   CHECK_THAT(child.log(),
              Catch::Contains("tollgate: a controller thread stopped: index: injected"));
+}
+
+TEST_CASE("tollgate agent exits 1 after draining when its sync thread dies") {
+  testing::TempDir d;
+  const auto port_file = d.path() / "port";
+  testing::Child child;
+  // The controller is unreachable: the sync thread's first pass reaches the injection point.
+  REQUIRE(child.spawn(TOLLGATE_BINARY,
+                      {"agent", "--controller", "http://127.0.0.1:1", "--namespace", "default",
+                       "--pod", "web-1", "--state-dir", (d.path() / "state").string(), "--listen",
+                       "127.0.0.1:0", "--port-file", port_file.string()},
+                      log_of(d), {"TOLLGATE_TEST_FAIL_THREAD=sync"}));
+  const auto status = child.await_exit(deadline(30s));
+  INFO(child.log());
+  REQUIRE(status);
+  CHECK(*status == 1);
+  check_log(child, "sync");
+  CHECK_THAT(child.log(), Catch::Contains("shutting down: a thread stopped"));
 }
 
 }  // namespace

@@ -74,31 +74,35 @@ TEST_CASE("merging keeps others' conditions and our transition times unless stat
   const std::vector<status::Condition> ok = {
       {"tollgate.dev/Accepted", "True", "Compiled", "compiled without errors"}};
   auto first = status::merge_conditions(json::array({istio}), ok, 3, "2026-12-02T10:00:00Z");
-  CHECK(first.changed);
-  REQUIRE(first.conditions.size() == 2);
-  CHECK(first.conditions[0] == istio);
-  CHECK(first.conditions[1]["observedGeneration"] == 3);
-  CHECK(first.conditions[1]["lastTransitionTime"] == "2026-12-02T10:00:00Z");
-  // The same again, later: nothing to write, the transition time kept.
-  auto same = status::merge_conditions(first.conditions, ok, 3, "2026-12-02T11:00:00Z");
-  CHECK_FALSE(same.changed);
-  CHECK(same.conditions == first.conditions);
+  REQUIRE(first.has_value());
+  REQUIRE(first->size() == 2);
+  CHECK((*first)[0] == istio);
+  CHECK((*first)[1]["observedGeneration"] == 3);
+  CHECK((*first)[1]["lastTransitionTime"] == "2026-12-02T10:00:00Z");
+  // The same again, later: nothing to write.
+  CHECK_FALSE(status::merge_conditions(*first, ok, 3, "2026-12-02T11:00:00Z").has_value());
   // A new generation with the same status: written, transition time kept.
-  auto gen = status::merge_conditions(first.conditions, ok, 4, "2026-12-02T12:00:00Z");
-  CHECK(gen.changed);
-  CHECK(gen.conditions[1]["lastTransitionTime"] == "2026-12-02T10:00:00Z");
+  auto gen = status::merge_conditions(*first, ok, 4, "2026-12-02T12:00:00Z");
+  REQUIRE(gen.has_value());
+  CHECK((*gen)[1]["observedGeneration"] == 4);
+  CHECK((*gen)[1]["lastTransitionTime"] == "2026-12-02T10:00:00Z");
   // The status flips: a new transition time.
   const std::vector<status::Condition> bad = {
       {"tollgate.dev/Accepted", "False", "Invalid", "compiled to fail closed"}};
-  auto flip = status::merge_conditions(gen.conditions, bad, 5, "2026-12-02T13:00:00Z");
-  CHECK(flip.changed);
-  CHECK(flip.conditions[1]["lastTransitionTime"] == "2026-12-02T13:00:00Z");
+  auto flip = status::merge_conditions(*gen, bad, 5, "2026-12-02T13:00:00Z");
+  REQUIRE(flip.has_value());
+  CHECK((*flip)[1]["lastTransitionTime"] == "2026-12-02T13:00:00Z");
   // Our types no longer wanted are removed; null or garbage current lists are empty.
-  auto none = status::merge_conditions(flip.conditions, {}, 5, "2026-12-02T13:00:00Z");
-  CHECK(none.changed);
-  CHECK(none.conditions == json::array({istio}));
-  CHECK(status::merge_conditions(nullptr, ok, 1, "t").conditions.size() == 1);
-  CHECK(status::merge_conditions("garbage", ok, 1, "t").conditions.size() == 1);
+  auto none = status::merge_conditions(*flip, {}, 5, "2026-12-02T13:00:00Z");
+  REQUIRE(none.has_value());
+  CHECK(*none == json::array({istio}));
+  CHECK(status::merge_conditions(nullptr, ok, 1, "t")->size() == 1);
+  CHECK(status::merge_conditions("garbage", ok, 1, "t")->size() == 1);
+  // A condition of ours with wrong-typed fields is rewritten, never a throw.
+  const json odd = json::array({{{"type", "tollgate.dev/Accepted"}, {"status", 7}}});
+  auto fixed = status::merge_conditions(odd, ok, 1, "t");
+  REQUIRE(fixed.has_value());
+  CHECK((*fixed)[0]["status"] == "True");
 }
 
 TEST_CASE("the status patch carries the whole list and the resourceVersion read") {

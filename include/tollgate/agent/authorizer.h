@@ -4,7 +4,6 @@
 // Thread-safe: decide() and refuse() run on any thread while activate() swaps the table.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -13,6 +12,7 @@
 
 #include "tollgate/compile/table.h"
 #include "tollgate/eval/request.h"
+#include "tollgate/util/snapshot_cell.h"
 
 namespace tollgate::agent {
 
@@ -49,7 +49,7 @@ class Authorizer {
   std::shared_ptr<const ActiveTable> active() const;
 
  private:
-  std::atomic<std::shared_ptr<const ActiveTable>> active_;
+  util::SnapshotCell<ActiveTable> active_;  // a mutex, not std::atomic<shared_ptr> (TSan)
 };
 
 }  // namespace tollgate::agent

@@ -55,6 +55,13 @@ class AgentMetrics {
   std::uint64_t sync_errors(SyncError e) const;
 
  private:
+  // render()'s parts, in the order they are exposed.
+  void render_decisions(std::string& out) const;
+  void render_latency(std::string& out) const;
+  void render_table(std::string& out, const Authorizer& authorizer,
+                    std::chrono::system_clock::time_point now) const;
+  void render_sync(std::string& out) const;
+
   mutable std::mutex mu_;
   std::map<std::pair<bool, std::string>, std::uint64_t> decisions_;  // guarded by mu_
   std::map<std::string, std::uint64_t> reasons_;                     // guarded by mu_

@@ -4,7 +4,8 @@
 // the state directory. On every failure it keeps the active table and backs off with jitter.
 // When the first attempt fails and no table is active, the table saved in the state
 // directory is restored (a file that cannot be used is reported, never fatal).
-// One thread of its own; start() and stop() from one thread; status() from any.
+// One thread of its own (injection point "sync" for the thread-death tests); start() and stop()
+// from one thread; status() from any.
 #pragma once
 
 #include <atomic>
@@ -18,6 +19,7 @@
 #include "tollgate/agent/authorizer.h"
 #include "tollgate/agent/metrics.h"
 #include "tollgate/k8s/transport.h"
+#include "tollgate/util/thread_failure.h"
 
 namespace tollgate::agent {
 
@@ -29,6 +31,9 @@ struct SyncOptions {
   // and the saved table is restored.
   std::chrono::milliseconds first_timeout{5000};
   std::chrono::duration<double> backoff_initial{0.2}, backoff_cap{30.0};
+  // Where the sync thread reports that it ended unexpectedly (an exception); the agent then
+  // drains and exits 1, to be restarted with the saved table. Not owned; may be null.
+  util::ThreadFailures* failures = nullptr;
 };
 
 // What /readyz and the logs say about the sync.

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,17 +32,14 @@ struct Condition {
 std::vector<Condition> desired_conditions(const policy::Policy& p,
                                           std::span<const policy::Finding> lint);
 
-struct Merged {
-  nlohmann::json conditions;  // the whole list to write
-  bool changed = false;       // false: the object already says all of this
-};
-
-// `current` (status.conditions as read; may be null or hold others' conditions) with ours
+// `current` (status.conditions as read; may be null or hold others' conditions) with `want`
 // set: every condition of another type is kept as it is; ours carry `generation` as
 // observedGeneration, and keep their lastTransitionTime unless their status flips (then
-// `now`, RFC 3339). Our types not in `ours` are removed.
-Merged merge_conditions(const nlohmann::json& current, const std::vector<Condition>& ours,
-                        std::int64_t generation, std::string_view now);
+// `now`, RFC 3339). Our types not in `want` are removed. The whole list to write, or nullopt
+// when the object already says all of this.
+std::optional<nlohmann::json> merge_conditions(const nlohmann::json& current,
+                                               const std::vector<Condition>& want,
+                                               std::int64_t generation, std::string_view now);
 
 // The JSON merge patch for the /status subresource: the whole conditions list (the CRD's
 // list is atomic), preconditioned on the resourceVersion read.
