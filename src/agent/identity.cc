@@ -3,7 +3,6 @@
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include <array>
 #include <functional>
@@ -12,6 +11,7 @@
 
 #include "tollgate/util/base64.h"
 #include "tollgate/util/strings.h"
+#include "tollgate/util/x509.h"
 
 namespace tollgate::agent {
 namespace {
@@ -24,28 +24,7 @@ struct X509Free {
 struct BioFree {
   void operator()(BIO* b) const { BIO_free(b); }
 };
-struct GeneralNamesFree {
-  void operator()(GENERAL_NAMES* n) const { GENERAL_NAMES_free(n); }
-};
 using X509Ptr = std::unique_ptr<X509, X509Free>;
-
-// The first spiffe:// URI SAN of `cert`.
-std::optional<std::string> spiffe_id(X509* cert) {
-  std::unique_ptr<GENERAL_NAMES, GeneralNamesFree> names(
-      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
-  if (!names) return std::nullopt;
-  for (int i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
-    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names.get(), i);
-    if (n->type != GEN_URI) continue;
-    const ASN1_STRING* uri = n->d.uniformResourceIdentifier;
-    const std::string_view v(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
-                             static_cast<std::size_t>(ASN1_STRING_length(uri)));
-    if (v.starts_with(kSpiffe) && v.size() > kSpiffe.size()) {
-      return std::string(v.substr(kSpiffe.size()));
-    }
-  }
-  return std::nullopt;
-}
 
 X509Ptr from_pem(std::string_view pem) {
   std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
@@ -100,7 +79,7 @@ util::Result<std::optional<std::string>> parse_client_cert(std::string_view valu
     cert = from_der(*der);
   }
   if (!cert) return util::make_error("the certificate cannot be parsed");
-  return spiffe_id(cert.get());
+  return util::spiffe_principal(cert.get());
 }
 
 // A proxy sends the same certificate with every request of a client, and decoding it is most

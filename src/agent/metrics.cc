@@ -49,6 +49,8 @@ std::string_view sync_error_name(SyncError e) {
       return "unavailable";
     case SyncError::kServerError:
       return "server_error";
+    case SyncError::kRefused:
+      return "refused";
     case SyncError::kUnexpected:
       return "unexpected_status";
     case SyncError::kInvalidTable:

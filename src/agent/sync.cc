@@ -16,6 +16,7 @@ constexpr std::chrono::seconds kClientSlack{30};  // client timeout = wait + thi
 SyncError kind_of_status(int status) {
   if (status == 404) return SyncError::kNotFound;
   if (status == 503) return SyncError::kUnavailable;
+  if (status == 401 || status == 403) return SyncError::kRefused;
   if (status >= 500) return SyncError::kServerError;
   return SyncError::kUnexpected;
 }

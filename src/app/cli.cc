@@ -49,6 +49,13 @@ CLI::App* add_run(CLI::App& app, RunOptions& run) {
   rn->add_option("--http-threads", run.http_threads, "HTTP worker threads (0: one per core)")
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
+  rn->add_option("--auth", run.auth,
+                 "who may read tables and ask /v1/check: kubernetes (service-account tokens, "
+                 "RBAC) or none (anyone); default kubernetes with a cluster, none with --manifests")
+      ->check(CLI::IsMember({"kubernetes", "none"}));
+  rn->add_option("--token-audience", run.audience,
+                 "the audience agents' tokens must be minted for (--auth kubernetes)")
+      ->capture_default_str();
 
   return rn;
 }

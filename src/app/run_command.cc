@@ -11,6 +11,8 @@
 #include "tollgate/app/cluster_source.h"
 #include "tollgate/app/commands.h"
 #include "tollgate/app/process.h"
+#include "tollgate/auth/reviewer.h"
+#include "tollgate/k8s/transport.h"
 #include "tollgate/policy/parse.h"
 #include "tollgate/publish/publisher.h"
 #include "tollgate/server/server.h"
@@ -55,8 +57,39 @@ void print_pod(std::ostream& out, const publish::Snapshot& s, const std::string&
   out << line;
 }
 
+// --auth: who may read which table. kubernetes needs a cluster to review tokens with; none
+// is the default only with --manifests, and said loudly otherwise.
+util::Result<std::shared_ptr<server::Access>> access_control(
+    const RunOptions& o, const std::optional<k8s::ClusterConfig>& cluster) {
+  if (o.once) return std::shared_ptr<server::Access>();  // nothing is served
+  const std::string mode = o.auth.empty() ? (cluster ? "kubernetes" : "none") : o.auth;
+  if (mode == "none") {
+    if (cluster) {
+      util::log_warn(
+          "--auth none: anyone who can reach the controller reads every pod's table "
+          "and may ask /v1/check; keep it reachable only from the agents "
+          "(docs/security.md)",
+          {});
+    }
+    return std::shared_ptr<server::Access>();
+  }
+  if (!cluster) {
+    return util::make_error(
+        "--auth kubernetes needs a cluster to review tokens with; with --manifests use --auth "
+        "none");
+  }
+  auto tokens = std::make_shared<k8s::TokenSource>(*cluster);
+  auth::ReviewerOptions ro;
+  ro.audience = o.audience;
+  auto reviewer = std::make_shared<auth::Reviewer>(
+      [config = *cluster, tokens]() { return k8s::make_transport(config, tokens); }, ro);
+  util::log_info("access control: kubernetes", {{"audience", o.audience}});
+  return std::make_shared<server::Access>(std::move(reviewer));
+}
+
 std::unique_ptr<server::Server> start_service(const RunOptions& o, publish::Publisher& publisher,
-                                              const util::ThreadFailures& failures) {
+                                              const util::ThreadFailures& failures,
+                                              std::shared_ptr<server::Access> access) {
   server::ServerOptions so;
   so.listen = o.listen;
   so.max_wait = std::chrono::seconds(o.max_wait_seconds);
@@ -66,6 +99,7 @@ std::unique_ptr<server::Server> start_service(const RunOptions& o, publish::Publ
   so.tls_key_file = o.tls_key;
   so.tls_client_ca_file = o.tls_client_ca;
   so.failures = &failures;
+  so.access = std::move(access);
   auto service = std::make_unique<server::Server>(std::move(so), publisher);  // before start()
   auto started = service->start();
   if (!started.ok()) {
@@ -164,6 +198,11 @@ int run_controller(const RunOptions& o) {
     }
     cluster = std::move(*c);
   }
+  auto access = access_control(o, cluster);
+  if (!access.ok()) {
+    std::cerr << "tollgate: " << access.error().message << "\n";
+    return 2;
+  }
   // Before any thread starts; a controller thread that dies wakes signals.wait() below (and
   // a --once wait).
   ShutdownSignals signals;
@@ -174,7 +213,7 @@ int run_controller(const RunOptions& o) {
   signals.wake_on_failure(failures, [&publisher] { publisher.wake_waiters(); });
   std::unique_ptr<server::Server> service;
   if (!o.once) {
-    service = start_service(o, publisher, failures);
+    service = start_service(o, publisher, failures, std::move(*access));
     if (!service) return 2;
   }
   publisher.start();

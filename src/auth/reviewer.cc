@@ -25,6 +25,12 @@ std::string api_error(const k8s::ApiResponse& r) {
   return "the API server answered " + std::to_string(r.status) + (msg.empty() ? "" : ": " + msg);
 }
 
+std::string access_key(const Identity& who, const std::string& ns) {
+  std::string key = who.username + '\n' + ns;
+  for (const auto& g : who.groups) key += '\n' + g;
+  return key;
+}
+
 }  // namespace
 
 struct Reviewer::Flight {
@@ -200,9 +206,27 @@ TokenVerdict Reviewer::review_token(const std::string& token) {
   return v;
 }
 
+std::optional<TokenVerdict> Reviewer::cached_token(const std::string& token) {
+  if (token.empty()) return TokenVerdict{Outcome::kRefused, {}, "no bearer token"};
+  auto cached = tokens_.get(token_key(token));
+  if (cached) {
+    std::lock_guard lock(mu_);
+    ++stats_.cache_hits;
+  }
+  return cached;
+}
+
+std::optional<AccessVerdict> Reviewer::cached_access(const Identity& who, const std::string& ns) {
+  auto cached = access_.get(access_key(who, ns));
+  if (cached) {
+    std::lock_guard lock(mu_);
+    ++stats_.cache_hits;
+  }
+  return cached;
+}
+
 AccessVerdict Reviewer::may_list_policies(const Identity& who, const std::string& ns) {
-  std::string key = who.username + '\n' + ns;
-  for (const auto& g : who.groups) key += '\n' + g;
+  const std::string key = access_key(who, ns);
   if (auto cached = access_.get(key)) {
     std::lock_guard lock(mu_);
     ++stats_.cache_hits;

@@ -14,6 +14,7 @@
 
 #include "core.h"
 #include "tollgate/util/log.h"
+#include "tollgate/util/x509.h"
 
 namespace tollgate::http {
 
@@ -51,6 +52,7 @@ class Driver final : public Session,
                                 if (ec) {
                                   self->conn_.abort();
                                 } else {
+                                  self->read_peer_principal();
                                   self->conn_.on_handshake(now);
                                 }
                                 self->sync(now);
@@ -64,6 +66,7 @@ class Driver final : public Session,
 
   void wake() override { worker_.wake(this->shared_from_this()); }
   std::shared_ptr<Waker> waker() override { return this->shared_from_this(); }
+  std::string_view peer_principal() const override { return peer_principal_; }
 
   void stop() override {
     asio::post(worker_.ioc, [self = this->shared_from_this()] {
@@ -91,6 +94,16 @@ class Driver final : public Session,
     } else {
       (void)ctx;
       return Stream(std::move(socket));
+    }
+  }
+
+  // After the handshake: the verified client certificate's SPIFFE principal. The context
+  // verifies client certificates only with a client CA, so without one there is none.
+  void read_peer_principal() {
+    if constexpr (kTls) {
+      SSL* ssl = stream_.native_handle();
+      if (SSL_get_verify_result(ssl) != X509_V_OK) return;
+      peer_principal_ = util::spiffe_principal(SSL_get0_peer_certificate(ssl)).value_or("");
     }
   }
 
@@ -262,6 +275,7 @@ class Driver final : public Session,
   ServerCore& core_;
   Worker& worker_;
   std::shared_ptr<ssl::context> ctx_;  // outlives the stream that refers to it
+  std::string peer_principal_;         // read_peer_principal()
   Stream stream_;
   Timer timer_;
   Connection conn_;

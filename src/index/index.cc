@@ -258,7 +258,7 @@ void Index::upsert_pod(PodObject pod) {
   }
   auto& st = ns_[pod.namespace_];
   auto it = st.pods.find(std::string_view(pod.name));
-  if (it != st.pods.end() && it->second.info->ips == ips) {
+  if (it != st.pods.end() && it->second.info->ips == ips && it->second.info->uid == pod.uid) {
     // Same shape? Compare without interning (interning may create a shape).
     const policy::Workload& w = *it->second.shape->shape;
     if (w.service_account == pod.service_account && w.ports.size() == pod.ports.size() &&
@@ -280,6 +280,7 @@ void Index::upsert_pod(PodObject pod) {
   shape->group->pods++;
   auto info = std::make_shared<PodInfo>();
   info->name = std::move(pod.name);
+  info->uid = std::move(pod.uid);
   info->shape = shape->shape;
   info->ips = std::move(ips);
   if (it == st.pods.end()) {

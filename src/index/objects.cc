@@ -114,6 +114,9 @@ simdjson::error_code decode_metadata(od::object meta, PodObject& pod, Where& w) 
     } else if (key == "namespace") {
       w.at("metadata.namespace", "a string");
       if (auto err = read_string(field.value(), pod.namespace_)) return err;
+    } else if (key == "uid") {
+      w.at("metadata.uid", "a string");
+      if (auto err = read_string(field.value(), pod.uid)) return err;
     } else if (key == "deletionTimestamp") {
       pod.deleting = !field.value().is_null();
     } else if (key == "labels") {
@@ -372,6 +375,7 @@ util::Result<PodObject> decode_pod_template(std::string_view json, std::string_v
   pod.phase.clear();  // a template is not a pod that ran
   pod.deleting = false;
   pod.ips.clear();
+  pod.uid.clear();  // the controller's uid, not a pod's
   return finish_pod(std::move(pod), std::string(kind).c_str(), options);
 }
 

@@ -466,4 +466,31 @@ HttpResponse Api::readyz(const publish::Snapshot& s) const {
                                       {"sources", health}}));
 }
 
+Requirement requirement_of(const HttpRequest& r) {
+  using Kind = Requirement::Kind;
+  Requirement need;
+  const auto segments = path_segments(r.target.substr(0, r.target.find('?')));
+  if (!segments.ok()) return need;  // 400 follows, whoever asks
+  const auto& seg = *segments;
+  if (seg.size() < 3 || seg[1] != "v1") return need;
+  if (seg[2] == "tables") {
+    need.kind = Kind::kTable;
+  } else if (seg[2] == "workloads") {
+    need.kind = Kind::kOperator;
+  } else if (seg[2] == "policies") {
+    need.kind = Kind::kOperator;
+    if (seg.size() == 5) need.ns = seg[3];
+  } else if (seg[2] == "check") {
+    need.kind = Kind::kOperator;
+    // Not parsed when too deep for the parser's recursion: cluster-wide, and 400 follows.
+    const json body = too_deep(r.body) ? json() : json::parse(r.body, nullptr, false);
+    if (body.is_object() && body.contains("workload") && body["workload"].is_object()) {
+      const json& w = body["workload"];
+      auto ns = w.find("namespace");
+      if (ns != w.end() && ns->is_string()) need.ns = ns->get<std::string>();
+    }
+  }
+  return need;
+}
+
 }  // namespace tollgate::server

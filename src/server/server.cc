@@ -44,12 +44,13 @@ http::ServerOptions http_options(const ServerOptions& o) {
 class Controller;
 
 // A parked long-poll: registered on its pod in the WaitList until a publish for that pod wakes
-// its connection, or its wait ends.
+// its connection, or its wait ends. With an identity, every answer re-checks that it may read
+// the pod's table (the pod may have been recreated as another one).
 class TableWait final : public http::Deferred {
  public:
   TableWait(const Controller& c, http::Exchange& x, Endpoint e, TableQuery q,
-            Clock::time_point until)
-      : c_(c), x_(x), endpoint_(e), query_(std::move(q)), until_(until) {}
+            Clock::time_point until, std::optional<auth::Identity> who)
+      : c_(c), x_(x), endpoint_(e), query_(std::move(q)), until_(until), who_(std::move(who)) {}
 
   // Answers from the current snapshot, or parks (nullopt) while the client has the current
   // table and its wait lasts.
@@ -63,6 +64,7 @@ class TableWait final : public http::Deferred {
   Endpoint endpoint_;
   TableQuery query_;
   Clock::time_point until_;
+  std::optional<auth::Identity> who_;       // null: --auth none
   std::string key_;                         // the pod parked on, while parked
   const http::Waker* parked_as_ = nullptr;  // set while parked
 };
@@ -71,6 +73,8 @@ class Controller final : public http::Handler {
  public:
   Controller(const ServerOptions& o, const std::shared_ptr<Shared>& shared)
       : shared_(shared),
+        access_(o.access),
+        review_budget_(o.review_budget),
         api_(ApiOptions{o.max_wait, o.staleness, o.failures}, shared->waiters, shared->metrics) {
     sources_fn_ = [this] {
       std::lock_guard lock(sources_mu_);
@@ -80,10 +84,14 @@ class Controller final : public http::Handler {
 
   http::HandlerOptions options() const override {
     http::HandlerOptions o;
-    o.headers = {"if-none-match", "prefer"};  // Request::fields[0] and [1]
+    o.headers = {"if-none-match", "prefer", "authorization"};  // Request::fields[0], [1], [2]
     return o;
   }
   http::Answer handle(const http::Request& r, http::Exchange& x) override;
+  // Answers `req` for `who` (null: --auth none, or an open endpoint); a table long-poll waits
+  // until `until` at the latest.
+  http::Answer serve(const HttpRequest& req, http::Exchange& x, const auth::Identity* who,
+                     Clock::time_point until) const;
   void refused(int status) override { count(Endpoint::kOther, status); }
   void drain() override {
     stopping_ = true;
@@ -99,9 +107,12 @@ class Controller final : public http::Handler {
   bool may_park() const { return !stopping_.load(std::memory_order_relaxed); }
   WaitList& waiters() const { return shared_->waiters; }
   const Api& api() const { return api_; }
+  Access* access() const { return access_.get(); }
 
  private:
   std::shared_ptr<Shared> shared_;
+  std::shared_ptr<Access> access_;
+  std::chrono::seconds review_budget_;  // how long a request may wait for its reviews
   Api api_;
   std::mutex sources_mu_;
   std::function<std::vector<SourceStats>()> sources_;  // guarded by sources_mu_
@@ -110,24 +121,131 @@ class Controller final : public http::Handler {
   std::atomic<bool> stopping_{false};
 };
 
+// A request waiting for its caller's reviews (TokenReview, SubjectAccessReview) on the review
+// threads; once they are in, it is served like any other, and may then park as a long-poll.
+class ReviewWait final : public http::Deferred {
+ public:
+  ReviewWait(const Controller& c, http::Exchange& x, const http::Request& r, Requirement need,
+             Clock::time_point until)
+      : c_(c),
+        x_(x),
+        method_(r.method),
+        target_(r.target),
+        if_none_match_(r.fields[0]),
+        prefer_(r.fields[1]),
+        authorization_(r.fields[2]),
+        body_(r.body),
+        need_(std::move(need)),
+        until_(until),
+        slot_(std::make_shared<Slot>()) {}
+
+  // Queues the reviews; false when the review threads are saturated.
+  bool start(std::string_view peer_principal) {
+    return c_.access()->submit([slot = slot_, waker = x_.waker(), access = c_.access(),
+                                authorization = authorization_,
+                                principal = std::string(peer_principal), need = need_] {
+      auto step = access->check(authorization, principal, need);
+      {
+        std::lock_guard lock(slot->mu);
+        slot->step = std::move(step);
+      }
+      waker->wake();
+    });
+  }
+
+  std::optional<http::Response> resume(bool timed_out) override {
+    if (inner_) return inner_->resume(timed_out);
+    std::optional<AccessStep> step;
+    {
+      std::lock_guard lock(slot_->mu);
+      step = std::move(slot_->step);
+    }
+    if (!step) {
+      if (!timed_out) return std::nullopt;  // not this request's wake-up
+      return c_.access()->unavailable("the reviews of this request took too long");
+    }
+    if (step->refusal) return std::move(*step->refusal);
+    const HttpRequest req{method_, target_, if_none_match_, prefer_, body_};
+    http::Answer a = c_.serve(req, x_, &*step->identity, until_);
+    if (!a.later) return std::move(a.response);
+    inner_ = std::move(a.later);  // a parked long-poll, due by until_ as this is
+    return std::nullopt;
+  }
+
+  void cancel() override {
+    if (inner_) inner_->cancel();
+  }
+
+ private:
+  struct Slot {
+    std::mutex mu;
+    std::optional<AccessStep> step;  // guarded by mu
+  };
+  const Controller& c_;
+  http::Exchange& x_;
+  std::string method_, target_, if_none_match_, prefer_, authorization_, body_;
+  Requirement need_;
+  Clock::time_point until_;
+  std::shared_ptr<Slot> slot_;  // shared with the review job
+  std::unique_ptr<http::Deferred> inner_;
+};
+
 http::Answer Controller::handle(const http::Request& r, http::Exchange& x) {
+  const HttpRequest req{r.method, r.target, r.fields[0], r.fields[1], r.body};
+  if (!access_) return serve(req, x, nullptr, Clock::time_point::max());
+  Requirement need = requirement_of(req);
+  if (need.kind == Requirement::Kind::kOpen) {
+    return serve(req, x, nullptr, Clock::time_point::max());
+  }
+  const Endpoint endpoint =
+      need.kind == Requirement::Kind::kTable ? Endpoint::kTable : Endpoint::kOther;
+  AccessStep step = access_->check_cached(r.fields[2], x.peer_principal(), need);
+  if (step.refusal) {
+    count(endpoint, step.refusal->status);
+    return http::Answer::now(std::move(*step.refusal));
+  }
+  if (!step.needs_review()) return serve(req, x, &*step.identity, Clock::time_point::max());
+  // A long-poll waits for its reviews and then its table; anything else for its reviews.
+  auto until = Clock::now() + review_budget_;
+  if (need.kind == Requirement::Kind::kTable) {
+    const Routed routed = api_.route(req, 0, {});
+    if (routed.table) until = std::max(until, Clock::now() + routed.table->wait);
+  }
+  auto wait = std::make_unique<ReviewWait>(*this, x, r, std::move(need), until);
+  if (!wait->start(x.peer_principal())) {
+    count(endpoint, 503);
+    return http::Answer::now(access_->unavailable("too many requests wait for a review"));
+  }
+  return http::Answer::defer(std::move(wait), until);
+}
+
+http::Answer Controller::serve(const HttpRequest& req, http::Exchange& x, const auth::Identity* who,
+                               Clock::time_point until) const {
   Endpoint endpoint = Endpoint::kOther;
   try {
-    const HttpRequest req{r.method, r.target, r.fields[0], r.fields[1], r.body};
     Routed routed = api_.route(req, http_ != nullptr ? http_->connections() : 0, sources_fn_);
     endpoint = routed.endpoint;
     if (!routed.table) {
       count(endpoint, routed.response.status);
       return http::Answer::now(std::move(routed.response));
     }
+    const auto snapshot = waiters().snapshot();
+    if (who != nullptr) {
+      const TableQuery& q = *routed.table;
+      if (auto refusal = Access::table_refusal(*who, *snapshot, q.ns, q.pod, q.ip)) {
+        count(endpoint, refusal->status);
+        return http::Answer::now(std::move(*refusal));
+      }
+    }
     // Most table requests are answered at once, without a TableWait.
-    auto first = api_.table(waiters().snapshot(), *routed.table, may_park());
+    auto first = api_.table(snapshot, *routed.table, may_park());
     if (first.park_key.empty()) {
       count(endpoint, first.response.status);
       return http::Answer::now(std::move(first.response));
     }
-    const auto until = Clock::now() + routed.table->wait;
-    auto wait = std::make_unique<TableWait>(*this, x, endpoint, std::move(*routed.table), until);
+    until = std::min(until, Clock::now() + routed.table->wait);
+    auto wait = std::make_unique<TableWait>(*this, x, endpoint, std::move(*routed.table), until,
+                                            who != nullptr ? std::optional(*who) : std::nullopt);
     auto answer = wait->serve();
     if (answer) return http::Answer::now(std::move(*answer));
     return http::Answer::defer(std::move(wait), until);
@@ -142,7 +260,15 @@ std::optional<http::Response> TableWait::serve() {
   auto& waiters = c_.waiters();
   for (int attempt = 0; attempt < 4; ++attempt) {
     const bool may_park = attempt < 3 && c_.may_park() && Clock::now() < until_;
-    auto answer = c_.api().table(waiters.snapshot(), query_, may_park);
+    const auto snapshot = waiters.snapshot();
+    if (who_) {
+      auto refusal = Access::table_refusal(*who_, *snapshot, query_.ns, query_.pod, query_.ip);
+      if (refusal) {
+        c_.count(endpoint_, refusal->status);
+        return std::move(*refusal);
+      }
+    }
+    auto answer = c_.api().table(snapshot, query_, may_park);
     if (answer.park_key.empty()) {
       c_.count(endpoint_, answer.response.status);
       return std::move(answer.response);
@@ -177,11 +303,22 @@ void TableWait::cancel() {
 struct ServerImpl {
   ServerImpl(const ServerOptions& o, publish::Publisher& p)
       : shared(std::make_shared<Shared>(p.current())),
+        access(o.access),
         controller(o, shared),
         http(http_options(o), controller) {
     controller.set_http(&http);
   }
+  ~ServerImpl() { stop(); }
+  ServerImpl(const ServerImpl&) = delete;
+  ServerImpl& operator=(const ServerImpl&) = delete;
+  // The HTTP core first (no new reviews), then the review threads: a review in flight ends
+  // (and wakes its connection) while the HTTP core's workers still exist.
+  void stop() {
+    http.shutdown();
+    if (access) access->stop();
+  }
   std::shared_ptr<Shared> shared;
+  std::shared_ptr<Access> access;
   Controller controller;
   http::Server http;  // declared last: shut down and destroyed before the controller
 };
@@ -203,7 +340,7 @@ void Server::set_source_stats(std::function<std::vector<SourceStats>()> f) {
 
 util::Status Server::start() { return impl_->http.start(); }
 std::uint16_t Server::port() const { return impl_->http.port(); }
-void Server::shutdown() { impl_->http.shutdown(); }
+void Server::shutdown() { impl_->stop(); }
 std::size_t Server::parked() const { return impl_->shared->waiters.parked(); }
 std::size_t Server::connections() const { return impl_->http.connections(); }
 std::shared_ptr<const publish::Snapshot> Server::snapshot() const {

@@ -123,6 +123,24 @@ TEST_CASE("Finished, deleting and hostNetwork pods are not workloads") {
   CHECK(h.idx.stats().ignored_pods == 3);
 }
 
+TEST_CASE("A pod recreated under the same name carries its new uid into the snapshot") {
+  Harness h;
+  h.sync();
+  auto pod = mk_pod("default", "web-1", {{"app", "web"}}, "10.0.0.1");
+  pod.uid = "uid-1";
+  h.idx.apply(upsert(pod, Kind::kPod));
+  h.publish();
+  const auto first = h.last.snapshot;
+  REQUIRE(first->find("default", "web-1") != nullptr);
+  CHECK(first->find("default", "web-1")->pod->uid == "uid-1");
+  pod.uid = "uid-2";  // same name, labels and IP: only the uid says it is another pod
+  h.idx.apply(upsert(pod, Kind::kPod));
+  h.publish();
+  const auto second = h.last.snapshot;
+  REQUIRE(second->find("default", "web-1") != nullptr);
+  CHECK(second->find("default", "web-1")->pod->uid == "uid-2");
+}
+
 TEST_CASE("A relist removes what was deleted while the watch was down") {
   Harness h;
   h.sync();

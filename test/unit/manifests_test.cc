@@ -145,6 +145,22 @@ TEST_CASE("the deprecated serviceAccount and finished pods read alike on both pa
   }
 }
 
+TEST_CASE("a pod's uid is read; a controller's pod template has none") {
+  auto pod = index::decode_pod(
+      R"({"kind":"Pod","metadata":{"name":"p","namespace":"x","uid":"0d5c-11"}})");
+  REQUIRE(pod.ok());
+  CHECK(pod->uid == "0d5c-11");
+  auto bad = index::decode_pod(R"({"kind":"Pod","metadata":{"name":"p","namespace":"x","uid":7}})");
+  REQUIRE_FALSE(bad.ok());
+  CHECK_THAT(bad.error().message, Catch::Contains("metadata.uid"));
+  auto tpl = index::decode_pod_template(
+      R"({"kind":"Deployment","metadata":{"name":"d","namespace":"x","uid":"dep-uid"},)"
+      R"("spec":{"template":{"metadata":{"labels":{"app":"d"}},"spec":{}}}})",
+      "Deployment");
+  REQUIRE(tpl.ok());
+  CHECK(tpl->uid.empty());
+}
+
 TEST_CASE("a label that is not a string fails on both paths, naming the field") {
   const std::string text =
       R"({"kind":"Pod","metadata":{"name":"p","namespace":"x","labels":{"version":1}}})";

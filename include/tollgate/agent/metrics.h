@@ -24,11 +24,12 @@ enum class SyncError : std::uint8_t {
   kNotFound,      // 404: the controller does not know the pod (yet)
   kUnavailable,   // 503: the controller is not synced, or shutting down
   kServerError,   // another 5xx
-  kUnexpected,    // any other status (401, 403, 400, ...)
+  kRefused,       // 401 or 403: the controller does not accept this agent's token for the pod
+  kUnexpected,    // any other status (400, ...)
   kInvalidTable,  // a 200 whose table fails verification
   kPersist,       // the table was activated but could not be written to --state-dir
 };
-inline constexpr std::size_t kSyncErrorKinds = 7;
+inline constexpr std::size_t kSyncErrorKinds = 8;
 std::string_view sync_error_name(SyncError e);
 
 class AgentMetrics {

@@ -48,6 +48,11 @@ struct RunOptions {
   int max_wait_seconds = 300;
   int staleness_seconds = 300;
   int http_threads = 0;  // 0: one per core
+  // Who may read which table (docs/security.md): "kubernetes" (TokenReview and
+  // SubjectAccessReview), "none" (anyone). Empty: kubernetes with a cluster, none with
+  // --manifests.
+  std::string auth;
+  std::string audience = "tollgate";  // the audience agents' tokens must be minted for
 };
 int run_controller(const RunOptions& o);
 

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -58,6 +59,10 @@ class Reviewer {
   TokenVerdict review_token(const std::string& token);
   // May `who` list authorizationpolicies.security.istio.io in `ns` ("" = cluster-wide)?
   AccessVerdict may_list_policies(const Identity& who, const std::string& ns);
+  // The cached verdicts alone: never a review, never blocking on the API server (nullopt:
+  // nothing cached; ask review_token() / may_list_policies() off the request's thread).
+  std::optional<TokenVerdict> cached_token(const std::string& token);
+  std::optional<AccessVerdict> cached_access(const Identity& who, const std::string& ns);
 
   struct Stats {
     std::uint64_t token_reviews = 0, access_reviews = 0, cache_hits = 0, coalesced = 0,

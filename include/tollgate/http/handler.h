@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tollgate/http/message.h"
@@ -61,6 +62,9 @@ class Exchange {
  public:
   // A waker for this connection, to register wherever a deferred answer will be ended from.
   virtual std::shared_ptr<Waker> waker() = 0;
+  // The SPIFFE principal ("<td>/ns/<ns>/sa/<sa>", no "spiffe://") of the client certificate
+  // the TLS handshake verified against the server's client CA; empty without one.
+  virtual std::string_view peer_principal() const { return {}; }
 
  protected:
   ~Exchange() = default;

@@ -22,6 +22,7 @@ namespace tollgate::index {
 // labels, service account) is interned: pods of one ReplicaSet share it.
 struct PodInfo {
   std::string name;
+  std::string uid;  // metadata.uid: who may read the pod's table (docs/security.md)
   std::shared_ptr<const policy::Workload> shape;
   std::string ips;  // status.podIPs joined with ',' (one IPv4 address fits in place)
   template <typename F>

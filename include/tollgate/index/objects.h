@@ -31,6 +31,7 @@ struct PolicyObject {
 struct PodObject {
   bool operator==(const PodObject&) const = default;
   std::string namespace_, name;
+  std::string uid;  // metadata.uid; empty for a controller's pod template
   std::vector<std::pair<std::string, std::string>> labels;  // sorted by key
   std::string service_account = "default";
   std::vector<std::string> ips;  // status.podIPs, else status.podIP

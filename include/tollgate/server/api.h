@@ -85,6 +85,21 @@ class Api {
   Metrics& metrics_;
 };
 
+// What an endpoint asks of its caller.
+struct Requirement {
+  enum class Kind : std::uint8_t {
+    kOpen,      // /healthz, /readyz, /metrics, and what is not an endpoint
+    kTable,     // /v1/tables/...: an identity; the pod rule is checked against the snapshot
+    kOperator,  // /v1/check, /v1/workloads, /v1/policies/...: may list the policies
+  };
+  Kind kind = Kind::kOpen;
+  std::string ns;  // kOperator: the namespace to be allowed in ("" = cluster-wide)
+};
+
+// What `r` asks of its caller: by its path, and for /v1/check the workload's namespace in
+// the body (cluster-wide when the body names none or cannot be read).
+Requirement requirement_of(const HttpRequest& r);
+
 // Does an If-None-Match header value match `etag` (weak comparison, lists and "*")?
 bool etag_matches(std::string_view if_none_match, std::string_view etag);
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "tollgate/publish/publisher.h"
+#include "tollgate/server/access.h"
 #include "tollgate/server/metrics.h"
 #include "tollgate/util/result.h"
 #include "tollgate/util/thread_failure.h"
@@ -36,6 +37,12 @@ struct ServerOptions {
   std::chrono::milliseconds tls_reload_interval{1000};  // how often the files are checked
   // When set and a controller thread has died, /readyz answers 503 naming it.
   const util::ThreadFailures* failures = nullptr;
+  // Who may read which table and ask the operator endpoints (docs/security.md); null: anyone
+  // (--auth none). The server stops it on shutdown.
+  std::shared_ptr<Access> access;
+  // How long a request may wait for its caller's reviews before 503 (a long-poll: at least
+  // its own wait).
+  std::chrono::seconds review_budget{15};
 };
 
 struct ServerImpl;  // server.cc
