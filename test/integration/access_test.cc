@@ -7,6 +7,7 @@
 #include <chrono>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "support/certs.h"
@@ -367,6 +368,102 @@ TEST_CASE("a burst of distinct bogus tokens is rate-limited while an agent keeps
   // The API server saw at most the burst (100) plus 50 a second.
   CHECK(static_cast<double>(reviews) <= 100 + 50 * seconds + 1);
   CHECK(unavailable > 0);
+}
+
+// ---- the real binaries: tollgate run --auth kubernetes and tollgate agent --token-file ----
+
+std::string write_kubeconfig(const testing::TempDir& d, const std::string& server) {
+  const auto path = d.path() / "kubeconfig";
+  testing::write_file(path,
+                      "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
+                      "clusters:\n- name: fake\n  cluster:\n    server: " +
+                          server +
+                          "\nusers:\n- name: me\n  user: {}\n"
+                          "contexts:\n- name: fake\n  context: {cluster: fake, user: me}\n");
+  return path.string();
+}
+
+// The agent with `token` asks the controller for web-1's table; its /readyz says whether it
+// got it.
+std::optional<Reply> agent_readyz(const testing::TempDir& d, std::uint16_t controller,
+                                  const std::string& name, const std::string& token,
+                                  testing::Child& agent, bool expect_ready) {
+  testing::write_file(d.path() / (name + ".token"), token + "\n");
+  const auto port_file = d.path() / (name + ".port");
+  REQUIRE(agent.spawn(
+      TOLLGATE_BINARY,
+      {"agent", "--controller", "http://127.0.0.1:" + std::to_string(controller), "--namespace",
+       "default", "--pod", "web-1", "--state-dir", (d.path() / (name + "-state")).string(),
+       "--listen", "127.0.0.1:0", "--port-file", port_file.string(), "--token-file",
+       (d.path() / (name + ".token")).string()},
+      (d.path() / (name + ".log")).string()));
+  const auto port = testing::Child::wait_for_port(port_file.string(), testing::deadline(30s));
+  REQUIRE(port != 0);
+  std::optional<Reply> last;
+  testing::eventually(
+      [&] {
+        Conn c(port);
+        last = c.request(get("/readyz"));
+        if (expect_ready) return last && last->status == 200;
+        // Not ready, and the refusal counted.
+        Conn m(port);
+        auto metrics = m.request(get("/metrics"));
+        return metrics &&
+               metrics->body.find("sync_errors_total{kind=\"refused\"} 0") == std::string::npos;
+      },
+      testing::deadline(30s));
+  INFO(agent.log());
+  return last;
+}
+
+TEST_CASE(
+    "tollgate agent reads its pod's table from tollgate run --auth kubernetes with its "
+    "pod's token, and a foreign token reads nothing") {
+  testing::FakeApiServer api;
+  api.add_collection("/api/v1/pods", "PodList", "v1", false);
+  api.add_collection("/api/v1/serviceaccounts", "ServiceAccountList", "v1", false);
+  api.add_collection("/api/v1/namespaces", "NamespaceList", "v1", false);
+  api.add_collection("/apis/security.istio.io/v1/authorizationpolicies", "AuthorizationPolicyList",
+                     "security.istio.io/v1", true);
+  api.upsert("/api/v1/namespaces", nlohmann::json{{"metadata", {{"name", "default"}}}});
+  for (const auto& [name, uid, sa] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"web-1", "uid-web-1", "web"}, {"db-1", "uid-db-1", "db"}}) {
+    api.upsert("/api/v1/pods",
+               nlohmann::json::parse(R"({"metadata":{"name":")" + name + R"(","namespace":"default",
+                 "uid":")" + uid + R"(","labels":{"app":")" +
+                                     sa + R"("}},
+                 "spec":{"serviceAccountName":")" +
+                                     sa + R"(","containers":[]},
+                 "status":{"phase":"Running","podIP":"10.0.0.9"}})"));
+  }
+  api.reviews().add_token("tok-web-1",
+                          testing::pod_token("default", "web", "web-1", "uid-web-1", kTollgate));
+  api.reviews().add_token("tok-db-1",
+                          testing::pod_token("default", "db", "db-1", "uid-db-1", kTollgate));
+  testing::TempDir d;
+  testing::Child controller;
+  const auto port_file = d.path() / "controller.port";
+  REQUIRE(controller.spawn(TOLLGATE_BINARY,
+                           {"run", "--kubeconfig", write_kubeconfig(d, api.url()), "--listen",
+                            "127.0.0.1:0", "--port-file", port_file.string()},
+                           (d.path() / "controller.log").string()));
+  const auto port = testing::Child::wait_for_port(port_file.string(), testing::deadline(30s));
+  REQUIRE(port != 0);
+  {
+    INFO(controller.log());
+    auto anonymous = Conn(port).request(get("/v1/tables/default/web-1"));
+    REQUIRE(anonymous);
+    CHECK(anonymous->status == 401);
+  }
+  testing::Child web;
+  auto ready = agent_readyz(d, port, "web", "tok-web-1", web, true);
+  REQUIRE(ready);
+  CHECK(ready->status == 200);
+  testing::Child foreign;  // db-1's token, asking for web-1's table
+  auto refused = agent_readyz(d, port, "foreign", "tok-db-1", foreign, false);
+  REQUIRE(refused);
+  CHECK(refused->status == 503);  // no table: not ready, and every decision denies
+  CHECK_THAT(foreign.log(), Catch::Contains("403"));
 }
 
 }  // namespace
