@@ -200,6 +200,7 @@ Routed Api::route(const HttpRequest& r, std::size_t connections,
       st.parked = waiters_.parked();
       st.connections = connections;
       if (sources) st.sources = sources();
+      if (options_.reviews) st.reviews = options_.reviews();
       out.response = json_response(200, metrics_.render(st));
       out.response.content_type = "text/plain; version=0.0.4; charset=utf-8";
     }

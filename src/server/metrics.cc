@@ -22,7 +22,7 @@ const char* endpoint_name(Endpoint e) {
 
 namespace {
 // Status codes the service answers with, in the order of the cache below.
-constexpr std::array<int, 10> kCodes = {200, 304, 400, 404, 405, 413, 429, 500, 503, 0};
+constexpr std::array<int, 12> kCodes = {200, 304, 400, 401, 403, 404, 405, 413, 429, 500, 503, 0};
 
 std::size_t code_slot(int status) {
   for (std::size_t i = 0; i + 1 < kCodes.size(); ++i) {
@@ -142,6 +142,45 @@ void Metrics::on_publish(const publish::PublisherStats& stats) {
   impl_->build_seconds.Observe(stats.last_build_seconds);
 }
 
+namespace {
+
+// --auth kubernetes: the reviews asked of the API server and how requests were spared them.
+void render_reviews(const auth::Reviewer::Stats& r, std::string& out) {
+  const auto counter = [&out](const char* name, const char* help, const char* labels,
+                              std::uint64_t value, bool first) {
+    if (first) {
+      out += "# HELP ";
+      out += name;
+      out += ' ';
+      out += help;
+      out += "\n# TYPE ";
+      out += name;
+      out += " counter\n";
+    }
+    out += name;
+    out += labels;
+    out += ' ' + std::to_string(value) + '\n';
+  };
+  const char* reviews = "tollgate_auth_reviews_total";
+  const char* help =
+      "Reviews asked of the API server, by kind (token: TokenReview; access: "
+      "SubjectAccessReview)";
+  counter(reviews, help, "{kind=\"token\"}", r.token_reviews, true);
+  counter(reviews, help, "{kind=\"access\"}", r.access_reviews, false);
+  counter("tollgate_auth_review_failures_total",
+          "Reviews the API server could not answer (the requests got 503)", "", r.failures, true);
+  counter("tollgate_auth_rate_limited_total",
+          "Reviews not asked because of the review rate limit (the requests got 503)", "",
+          r.rate_limited, true);
+  counter("tollgate_auth_cache_hits_total", "Requests decided from a cached verdict", "",
+          r.cache_hits, true);
+  counter("tollgate_auth_coalesced_total",
+          "Token reviews shared with a concurrent request for the same token", "", r.coalesced,
+          true);
+}
+
+}  // namespace
+
 std::string Metrics::render(const MetricsState& state) {
   {
     std::lock_guard lock(impl_->mu);
@@ -171,7 +210,9 @@ std::string Metrics::render(const MetricsState& state) {
     }
   }
   const prometheus::TextSerializer serializer;
-  return serializer.Serialize(impl_->registry.Collect());
+  std::string out = serializer.Serialize(impl_->registry.Collect());
+  if (state.reviews) render_reviews(*state.reviews, out);
+  return out;
 }
 
 }  // namespace tollgate::server

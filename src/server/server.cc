@@ -41,6 +41,12 @@ http::ServerOptions http_options(const ServerOptions& o) {
   return h;
 }
 
+ApiOptions api_options(const ServerOptions& o) {
+  ApiOptions a{o.max_wait, o.staleness, o.failures, {}};
+  if (o.access) a.reviews = [access = o.access.get()] { return access->stats(); };
+  return a;
+}
+
 class Controller;
 
 // A parked long-poll: registered on its pod in the WaitList until a publish for that pod wakes
@@ -75,7 +81,7 @@ class Controller final : public http::Handler {
       : shared_(shared),
         access_(o.access),
         review_budget_(o.review_budget),
-        api_(ApiOptions{o.max_wait, o.staleness, o.failures}, shared->waiters, shared->metrics) {
+        api_(api_options(o), shared->waiters, shared->metrics) {
     sources_fn_ = [this] {
       std::lock_guard lock(sources_mu_);
       return sources_ ? sources_() : std::vector<SourceStats>{};
@@ -123,6 +129,11 @@ class Controller final : public http::Handler {
 
 // A request waiting for its caller's reviews (TokenReview, SubjectAccessReview) on the review
 // threads; once they are in, it is served like any other, and may then park as a long-poll.
+// The endpoint a refusal is counted under before the request is routed.
+Endpoint endpoint_of(const Requirement& need) {
+  return need.kind == Requirement::Kind::kTable ? Endpoint::kTable : Endpoint::kOther;
+}
+
 class ReviewWait final : public http::Deferred {
  public:
   ReviewWait(const Controller& c, http::Exchange& x, const http::Request& r, Requirement need,
@@ -162,9 +173,9 @@ class ReviewWait final : public http::Deferred {
     }
     if (!step) {
       if (!timed_out) return std::nullopt;  // not this request's wake-up
-      return c_.access()->unavailable("the reviews of this request took too long");
+      return counted(c_.access()->unavailable("the reviews of this request took too long"));
     }
-    if (step->refusal) return std::move(*step->refusal);
+    if (step->refusal) return counted(std::move(*step->refusal));
     const HttpRequest req{method_, target_, if_none_match_, prefer_, body_};
     http::Answer a = c_.serve(req, x_, &*step->identity, until_);
     if (!a.later) return std::move(a.response);
@@ -177,6 +188,11 @@ class ReviewWait final : public http::Deferred {
   }
 
  private:
+  http::Response counted(http::Response r) const {
+    c_.count(endpoint_of(need_), r.status);
+    return r;
+  }
+
   struct Slot {
     std::mutex mu;
     std::optional<AccessStep> step;  // guarded by mu
@@ -197,8 +213,7 @@ http::Answer Controller::handle(const http::Request& r, http::Exchange& x) {
   if (need.kind == Requirement::Kind::kOpen) {
     return serve(req, x, nullptr, Clock::time_point::max());
   }
-  const Endpoint endpoint =
-      need.kind == Requirement::Kind::kTable ? Endpoint::kTable : Endpoint::kOther;
+  const Endpoint endpoint = endpoint_of(need);
   AccessStep step = access_->check_cached(r.fields[2], x.peer_principal(), need);
   if (step.refusal) {
     count(endpoint, step.refusal->status);

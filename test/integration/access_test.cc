@@ -368,6 +368,15 @@ TEST_CASE("a burst of distinct bogus tokens is rate-limited while an agent keeps
   // The API server saw at most the burst (100) plus 50 a second.
   CHECK(static_cast<double>(reviews) <= 100 + 50 * seconds + 1);
   CHECK(unavailable > 0);
+  // /metrics says what happened: the reviews, the requests spared them, the answers.
+  auto metrics = g.request(get("/metrics"));
+  REQUIRE(metrics);
+  CHECK_THAT(metrics->body, Catch::Contains("tollgate_auth_reviews_total{kind=\"token\"} " +
+                                            std::to_string(g.api.reviews().token_reviews())));
+  CHECK_THAT(metrics->body, Catch::Contains("tollgate_auth_rate_limited_total " +
+                                            std::to_string(unavailable.load())));
+  CHECK_THAT(metrics->body, Catch::Contains("code=\"401\""));
+  CHECK_THAT(metrics->body, Catch::Contains("code=\"503\""));
 }
 
 // ---- the real binaries: tollgate run --auth kubernetes and tollgate agent --token-file ----

@@ -62,6 +62,8 @@ class Access {
   bool submit(std::function<void()> job);
   void stop();  // drops queued jobs, joins the threads
 
+  auth::Reviewer::Stats stats() const { return reviewer_->stats(); }
+
   // 503 with Retry-After: a review cannot be had now.
   http::Response unavailable(std::string_view why) const;
 

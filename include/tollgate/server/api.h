@@ -52,6 +52,7 @@ struct ApiOptions {
   std::chrono::seconds max_wait{300};
   std::chrono::seconds staleness{300};
   const util::ThreadFailures* failures = nullptr;  // a dead controller thread: /readyz 503
+  std::function<auth::Reviewer::Stats()> reviews;  // --auth kubernetes: for /metrics
 };
 
 class Api {

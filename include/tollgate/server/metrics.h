@@ -6,8 +6,11 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "tollgate/auth/reviewer.h"
 
 #include "tollgate/publish/publisher.h"
 
@@ -39,6 +42,7 @@ struct MetricsState {
   const publish::Snapshot* snapshot = nullptr;
   std::size_t parked = 0, connections = 0;
   std::vector<SourceStats> sources;
+  std::optional<auth::Reviewer::Stats> reviews;  // --auth kubernetes
 };
 
 class Metrics {
