@@ -1,6 +1,7 @@
 #include "tollgate/server/api.h"
 
 #include <charconv>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "tollgate/compile/compile.h"
@@ -95,7 +96,7 @@ bool etag_matches(std::string_view if_none_match, std::string_view etag) {
 }
 
 Api::Api(ApiOptions options, WaitList& waiters, Metrics& metrics)
-    : options_(options), waiters_(waiters), metrics_(metrics) {}
+    : options_(std::move(options)), waiters_(waiters), metrics_(metrics) {}
 
 // What the query string and Prefer header say: podIP, and how long a table request may wait.
 struct QueryParams {
