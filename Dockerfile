@@ -7,13 +7,13 @@ RUN bash scripts/install-deps.sh \
  && cmake --build build --target tollgate
 
 FROM debian:bookworm-slim
-# Every library build/tollgate loads (test/dockerfile_runtime_test.sh checks this list).
-RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends libyaml-0-2 libsimdjson14 libssl3 libprometheus-cpp-core1.0 libgrpc++1.51 libprotobuf32 ca-certificates \
- && rm -rf /var/lib/apt/lists/*
+# What the binary loads: the install script's runtime list (test/dockerfile_runtime_test.sh
+# checks it against the binary's libraries).
+COPY scripts/install-deps.sh /tmp/install-deps.sh
+RUN bash /tmp/install-deps.sh --runtime && rm /tmp/install-deps.sh
 COPY --from=build /src/build/tollgate /usr/local/bin/tollgate
-COPY --from=build /src/examples /usr/share/tollgate/examples
 USER 65532:65532
 ENTRYPOINT ["tollgate"]
-# In a pod: in-cluster config. Elsewhere: run --manifests /usr/share/tollgate/examples/seed
-CMD ["run"]
+# In a pod: the in-cluster configuration (manifests/tollgate.yaml). Elsewhere, mount a
+# directory of manifests and run: run --manifests /path --listen 0.0.0.0:8080
+CMD ["run", "--listen", "0.0.0.0:8080"]

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The one list of what tollgate needs on Debian bookworm: used by README, .ci/run and the
 # Dockerfile, so they cannot drift. TOLLGATE_SKIP_APT=1 skips it (packages already there).
+# `--runtime`: only what the built binary loads (the Dockerfile's runtime stage; checked
+# against the binary by test/dockerfile_runtime_test.sh).
 set -euo pipefail
 
 packages=(
@@ -14,6 +16,14 @@ packages=(
   wrk nginx-light caddy curl openssl  # bench/serve; the agent behind real proxies (test/proxy)
 )
 
+runtime=(
+  libyaml-0-2 libsimdjson14 libssl3 libprometheus-cpp-core1.0 libgrpc++1.51 libprotobuf32
+  ca-certificates
+)
+if [[ "${1:-}" == --runtime ]]; then
+  packages=("${runtime[@]}")
+fi
+
 if [[ "${TOLLGATE_SKIP_APT:-0}" == 1 ]]; then
   exit 0
 fi
@@ -25,4 +35,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+if [[ "${1:-}" == --runtime ]]; then
+  "${sudo[@]}" rm -rf /var/lib/apt/lists/*
+fi
 echo "install-deps: ${#packages[@]} packages present"

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The Dockerfile's runtime stage installs every shared library the tollgate binary loads:
-# each library `ldd` reports belongs to a Debian package that the stage's apt-get line
-# names, that one of those depends on (recursively), or that every Debian system has
-# (Priority: required, as in bookworm-slim). Usage: dockerfile_runtime_test.sh BINARY DOCKERFILE
+# The Docker image's runtime stage installs every shared library the tollgate binary loads:
+# the stage runs `scripts/install-deps.sh --runtime`, and each library `ldd` reports belongs to
+# a Debian package that the script's runtime list names, that one of those depends on
+# (recursively), or that every Debian system has (Priority: required, as in bookworm-slim).
+# Usage: dockerfile_runtime_test.sh BINARY REPOSITORY_ROOT
 set -euo pipefail
-binary=$1 dockerfile=$2
+binary=$1 root=$2
 
-# The packages the runtime stage installs: the apt-get install line after the last FROM.
-listed=$(sed -n '/^FROM debian:bookworm-slim/,$p' "$dockerfile" | tr -d '\\' | tr '\n' ' ' |
-  grep -o 'apt-get install [^&]*' | tr ' ' '\n' | grep -v -e '^-' -e '^apt-get$' -e '^install$' -e '^$' || true)
-[[ -n "$listed" ]] || { echo "no apt-get install line in the runtime stage of $dockerfile"; exit 1; }
+grep -q 'install-deps.sh --runtime' "$root/Dockerfile" ||
+  { echo "FAIL: the Dockerfile's runtime stage does not run install-deps.sh --runtime"; exit 1; }
+# The runtime list: the `runtime=( ... )` array of the install script.
+listed=$(sed -n '/^runtime=(/,/^)/p' "$root/scripts/install-deps.sh" | sed -e '1d' -e '$d' |
+  sed 's/#.*//' | tr -s ' \n' '\n' | grep -v '^$' || true)
+[[ -n "$listed" ]] || { echo "FAIL: no runtime=( ... ) list in scripts/install-deps.sh"; exit 1; }
 
 # The closure of the listed packages under Depends and Pre-Depends (installed packages only).
 declare -A have=()
@@ -45,9 +48,9 @@ for lib in "${libs[@]}"; do
   fi
   priority=$(dpkg-query -W -f='${Priority}' "$owner" 2>/dev/null || true)
   if [[ -z "${have[$owner]:-}" && "$priority" != required ]]; then
-    echo "FAIL: $lib comes from $owner, which the runtime stage of $dockerfile does not install"
+    echo "FAIL: $lib comes from $owner, which install-deps.sh --runtime does not install"
     status=1
   fi
 done
-[[ $status -eq 0 ]] && echo "every library $binary loads is installed by the runtime stage"
+[[ $status -eq 0 ]] && echo "every library $binary loads is installed by install-deps.sh --runtime"
 exit "$status"
