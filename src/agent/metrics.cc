@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "tollgate/util/metrics_text.h"
+
 namespace tollgate::agent {
 namespace {
 
@@ -26,15 +28,7 @@ void append_number(std::string& out, double v) {
 }
 
 void header(std::string& out, const char* name, const char* type, const char* help) {
-  out += "# HELP ";
-  out += name;
-  out += ' ';
-  out += help;
-  out += "\n# TYPE ";
-  out += name;
-  out += ' ';
-  out += type;
-  out += '\n';
+  util::append_metric_header(out, name, type, help);
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 #include "tollgate/server/api.h"
 
 #include <charconv>
-#include <utility>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "tollgate/compile/compile.h"
 #include "tollgate/eval/evaluate.h"

@@ -11,6 +11,8 @@
 #include <map>
 #include <mutex>
 
+#include "tollgate/util/metrics_text.h"
+
 namespace tollgate::server {
 
 const char* endpoint_name(Endpoint e) {
@@ -148,15 +150,7 @@ namespace {
 void render_reviews(const auth::Reviewer::Stats& r, std::string& out) {
   const auto counter = [&out](const char* name, const char* help, const char* labels,
                               std::uint64_t value, bool first) {
-    if (first) {
-      out += "# HELP ";
-      out += name;
-      out += ' ';
-      out += help;
-      out += "\n# TYPE ";
-      out += name;
-      out += " counter\n";
-    }
+    if (first) util::append_metric_header(out, name, "counter", help);
     out += name;
     out += labels;
     out += ' ' + std::to_string(value) + '\n';
