@@ -245,6 +245,11 @@ void Index::assign(ShapeRec& shape, Group* g) {
   }
 }
 
+UidDigest uid_digest(std::string_view uid) {
+  if (uid.empty()) return {};
+  return {compile::hash_bytes(uid, 1), compile::hash_bytes(uid, 2)};
+}
+
 void Index::upsert_pod(PodObject pod) {
   if (!pod.is_workload()) {
     ++ignored_pods_;
@@ -258,7 +263,8 @@ void Index::upsert_pod(PodObject pod) {
   }
   auto& st = ns_[pod.namespace_];
   auto it = st.pods.find(std::string_view(pod.name));
-  if (it != st.pods.end() && it->second.info->ips == ips && it->second.info->uid == pod.uid) {
+  const UidDigest uid = uid_digest(pod.uid);
+  if (it != st.pods.end() && it->second.info->ips == ips && it->second.info->uid == uid) {
     // Same shape? Compare without interning (interning may create a shape).
     const policy::Workload& w = *it->second.shape->shape;
     if (w.service_account == pod.service_account && w.ports.size() == pod.ports.size() &&
@@ -280,7 +286,7 @@ void Index::upsert_pod(PodObject pod) {
   shape->group->pods++;
   auto info = std::make_shared<PodInfo>();
   info->name = std::move(pod.name);
-  info->uid = std::move(pod.uid);
+  info->uid = uid;
   info->shape = shape->shape;
   info->ips = std::move(ips);
   if (it == st.pods.end()) {

@@ -1,5 +1,6 @@
 #include "tollgate/server/access.h"
 
+#include "tollgate/index/index.h"
 #include "tollgate/server/api.h"
 #include "tollgate/util/log.h"
 #include "tollgate/util/strings.h"
@@ -144,7 +145,11 @@ std::optional<http::Response> Access::table_refusal(const auth::Identity& who,
   const publish::PodEntry* e = ip.empty() ? s.find(ns, pod) : s.find_ip(ip);
   auth::PodRef ref;
   if (e != nullptr) {
-    ref = {e->pod->shape->namespace_, e->pod->name, e->pod->uid, e->pod->shape->service_account};
+    ref = {e->pod->shape->namespace_, e->pod->name, "", e->pod->shape->service_account};
+    // The index keeps a digest of the uid: the token's pod uid is this pod's when it matches.
+    if (!who.pod_uid.empty()) {
+      ref.uid = index::uid_digest(who.pod_uid) == e->pod->uid ? who.pod_uid : "another pod";
+    }
   } else {
     // Only the caller's own namespace learns that a pod is not known (yet): a 404 follows.
     if (ip.empty() && !who.sa_namespace.empty() && who.sa_namespace == ns &&

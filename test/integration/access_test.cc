@@ -224,7 +224,7 @@ TEST_CASE("a pod recreated under the same name is another pod: the old token is 
   g.pub.submit(testing::upsert(pod("web-1", "web", "10.0.0.1", "uid-web-1-new"), Kind::kPod));
   REQUIRE(g.settle([](const publish::Snapshot& s) {
     const auto* e = s.find("default", "web-1");
-    return e != nullptr && e->pod->uid == "uid-web-1-new";
+    return e != nullptr && e->pod->uid == index::uid_digest("uid-web-1-new");
   }));
   auto after = g.request(get("/v1/tables/default/web-1", bearer("tok-web-1")));
   REQUIRE(after);

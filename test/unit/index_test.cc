@@ -132,13 +132,14 @@ TEST_CASE("A pod recreated under the same name carries its new uid into the snap
   h.publish();
   const auto first = h.last.snapshot;
   REQUIRE(first->find("default", "web-1") != nullptr);
-  CHECK(first->find("default", "web-1")->pod->uid == "uid-1");
+  CHECK(first->find("default", "web-1")->pod->uid == index::uid_digest("uid-1"));
+  CHECK_FALSE(first->find("default", "web-1")->pod->uid == index::uid_digest("uid-2"));
   pod.uid = "uid-2";  // same name, labels and IP: only the uid says it is another pod
   h.idx.apply(upsert(pod, Kind::kPod));
   h.publish();
   const auto second = h.last.snapshot;
   REQUIRE(second->find("default", "web-1") != nullptr);
-  CHECK(second->find("default", "web-1")->pod->uid == "uid-2");
+  CHECK(second->find("default", "web-1")->pod->uid == index::uid_digest("uid-2"));
 }
 
 TEST_CASE("A relist removes what was deleted while the watch was down") {
