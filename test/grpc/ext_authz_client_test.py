@@ -7,9 +7,11 @@ failed as a protocol error, after which the server still answers.
 
 Run by CTest with TOLLGATE_GRPC_SERVER and TOLLGATE_BINARY set to the two executables.
 """
+import atexit
 import json
 import os
 import random
+import shutil
 import socket
 import struct
 import subprocess
@@ -31,6 +33,7 @@ TIMEOUT = 30  # seconds, for every call: a loaded CI machine under sanitizers is
 
 # Compiled at import, into a temporary directory, with grpc_tools' own protoc.
 _GEN = tempfile.mkdtemp(prefix="tollgate-grpc-client-")
+atexit.register(shutil.rmtree, _GEN, True)  # removed however the run ends
 _PROTOS = os.path.join(HERE, "protos")
 for _name in ("ext_authz_client.proto", "health_client.proto"):
     _rc = protoc.main(["protoc", "-I" + _PROTOS, "-I/usr/include", "--python_out=" + _GEN,
