@@ -158,7 +158,7 @@ TokenVerdict Reviewer::do_token_review(const std::string& token, const std::stri
     return v;
   }
   v.outcome = Outcome::kOk;
-  v.identity = std::move(*id);
+  v.identity = std::make_shared<const Identity>(std::move(*id));
   auto until = now + options_.token_ttl;
   if (auto exp = jwt_expiry(token)) {
     const auto left = *exp - std::chrono::system_clock::now();

@@ -82,10 +82,11 @@ AccessStep Access::step(std::string_view authorization, std::string_view peer_pr
                         const Requirement& need, bool may_review) const {
   AccessStep out;
   if (need.kind == Requirement::Kind::kOpen) {
-    out.identity.emplace();
+    static const auto anyone = std::make_shared<const auth::Identity>();
+    out.identity = anyone;
     return out;
   }
-  auth::Identity who;
+  std::shared_ptr<const auth::Identity> who;
   authorization = util::trim(authorization);
   if (!authorization.empty()) {
     // RFC 7235: the scheme is case-insensitive; one space (or more) before the token.
@@ -114,7 +115,7 @@ AccessStep Access::step(std::string_view authorization, std::string_view peer_pr
       out.refusal = refuse(403, "the client certificate's SPIFFE id names no service account");
       return out;
     }
-    who = std::move(*id);
+    who = std::make_shared<const auth::Identity>(std::move(*id));
   } else {
     out.refusal = refuse(401,
                          "an Authorization: Bearer token (a service-account token for the "
@@ -122,8 +123,8 @@ AccessStep Access::step(std::string_view authorization, std::string_view peer_pr
     return out;
   }
   if (need.kind == Requirement::Kind::kOperator) {
-    auto a = may_review ? std::optional(reviewer_->may_list_policies(who, need.ns))
-                        : reviewer_->cached_access(who, need.ns);
+    auto a = may_review ? std::optional(reviewer_->may_list_policies(*who, need.ns))
+                        : reviewer_->cached_access(*who, need.ns);
     if (!a) return out;  // needs a review
     if (a->outcome == auth::Outcome::kRefused) {
       out.refusal = refuse(403, a->reason);

@@ -55,7 +55,7 @@ class Controller;
 class TableWait final : public http::Deferred {
  public:
   TableWait(const Controller& c, http::Exchange& x, Endpoint e, TableQuery q,
-            Clock::time_point until, std::optional<auth::Identity> who)
+            Clock::time_point until, std::shared_ptr<const auth::Identity> who)
       : c_(c), x_(x), endpoint_(e), query_(std::move(q)), until_(until), who_(std::move(who)) {}
 
   // Answers from the current snapshot, or parks (nullopt) while the client has the current
@@ -70,9 +70,9 @@ class TableWait final : public http::Deferred {
   Endpoint endpoint_;
   TableQuery query_;
   Clock::time_point until_;
-  std::optional<auth::Identity> who_;       // null: --auth none
-  std::string key_;                         // the pod parked on, while parked
-  const http::Waker* parked_as_ = nullptr;  // set while parked
+  std::shared_ptr<const auth::Identity> who_;  // null: --auth none
+  std::string key_;                            // the pod parked on, while parked
+  const http::Waker* parked_as_ = nullptr;     // set while parked
 };
 
 class Controller final : public http::Handler {
@@ -96,8 +96,8 @@ class Controller final : public http::Handler {
   http::Answer handle(const http::Request& r, http::Exchange& x) override;
   // Answers `req` for `who` (null: --auth none, or an open endpoint); a table long-poll waits
   // until `until` at the latest.
-  http::Answer serve(const HttpRequest& req, http::Exchange& x, const auth::Identity* who,
-                     Clock::time_point until) const;
+  http::Answer serve(const HttpRequest& req, http::Exchange& x,
+                     std::shared_ptr<const auth::Identity> who, Clock::time_point until) const;
   void refused(int status) override { count(Endpoint::kOther, status); }
   void drain() override {
     stopping_ = true;
@@ -177,7 +177,7 @@ class ReviewWait final : public http::Deferred {
     }
     if (step->refusal) return counted(std::move(*step->refusal));
     const HttpRequest req{method_, target_, if_none_match_, prefer_, body_};
-    http::Answer a = c_.serve(req, x_, &*step->identity, until_);
+    http::Answer a = c_.serve(req, x_, std::move(step->identity), until_);
     if (!a.later) return std::move(a.response);
     inner_ = std::move(a.later);  // a parked long-poll, due by until_ as this is
     return std::nullopt;
@@ -219,7 +219,9 @@ http::Answer Controller::handle(const http::Request& r, http::Exchange& x) {
     count(endpoint, step.refusal->status);
     return http::Answer::now(std::move(*step.refusal));
   }
-  if (!step.needs_review()) return serve(req, x, &*step.identity, Clock::time_point::max());
+  if (!step.needs_review()) {
+    return serve(req, x, std::move(step.identity), Clock::time_point::max());
+  }
   // A long-poll waits for its reviews and then its table; anything else for its reviews.
   auto until = Clock::now() + review_budget_;
   if (need.kind == Requirement::Kind::kTable) {
@@ -234,7 +236,8 @@ http::Answer Controller::handle(const http::Request& r, http::Exchange& x) {
   return http::Answer::defer(std::move(wait), until);
 }
 
-http::Answer Controller::serve(const HttpRequest& req, http::Exchange& x, const auth::Identity* who,
+http::Answer Controller::serve(const HttpRequest& req, http::Exchange& x,
+                               std::shared_ptr<const auth::Identity> who,
                                Clock::time_point until) const {
   Endpoint endpoint = Endpoint::kOther;
   try {
@@ -260,7 +263,7 @@ http::Answer Controller::serve(const HttpRequest& req, http::Exchange& x, const 
     }
     until = std::min(until, Clock::now() + routed.table->wait);
     auto wait = std::make_unique<TableWait>(*this, x, endpoint, std::move(*routed.table), until,
-                                            who != nullptr ? std::optional(*who) : std::nullopt);
+                                            std::move(who));
     auto answer = wait->serve();
     if (answer) return http::Answer::now(std::move(*answer));
     return http::Answer::defer(std::move(wait), until);

@@ -41,9 +41,10 @@ TEST_CASE("a pod's projected token is reviewed once and its identity cached") {
   for (int i = 0; i < 3; ++i) {
     const auto v = rig.reviewer->review_token("pod-token");
     REQUIRE(v.outcome == auth::Outcome::kOk);
-    CHECK(v.identity.pod_name == "web-1");
-    CHECK(v.identity.pod_uid == "uid-1");
-    CHECK(v.identity.sa_name == "web");
+    REQUIRE(v.identity != nullptr);
+    CHECK(v.identity->pod_name == "web-1");
+    CHECK(v.identity->pod_uid == "uid-1");
+    CHECK(v.identity->sa_name == "web");
   }
   CHECK(rig.api.reviews().token_reviews() == 1);
   CHECK(rig.reviewer->stats().cache_hits == 2);

@@ -28,7 +28,9 @@ enum class Outcome : std::uint8_t { kOk, kRefused, kUnavailable };
 
 struct TokenVerdict {
   Outcome outcome = Outcome::kUnavailable;
-  Identity identity;   // kOk
+  // kOk. Shared: a cached verdict is handed to every request that presents the token, and a
+  // parked long-poll keeps it, without copying the identity's strings, groups and extras.
+  std::shared_ptr<const Identity> identity;
   std::string reason;  // kRefused or kUnavailable: for the 401/503 body; never the token
 };
 

@@ -30,7 +30,7 @@ namespace tollgate::server {
 // Where a caller stands: authenticated (and, for an operator endpoint, authorized), refused
 // with an answer to send, or waiting for a review.
 struct AccessStep {
-  std::optional<auth::Identity> identity;
+  std::shared_ptr<const auth::Identity> identity;
   std::optional<http::Response> refusal;  // 401, 403 or 503
   bool needs_review() const { return !identity && !refusal; }
 };
