@@ -15,13 +15,12 @@
 #include <thread>
 #include <vector>
 
+#include "support/access.h"
 #include "support/conn.h"
 #include "support/deadlines.h"
 #include "support/fake_apiserver.h"
 #include "support/fixtures.h"
 #include "support/from_scratch.h"
-#include "tollgate/k8s/config.h"
-#include "tollgate/k8s/transport.h"
 #include "tollgate/publish/publisher.h"
 #include "tollgate/server/server.h"
 
@@ -62,10 +61,6 @@ TEST_CASE("agents keep their tables through churn and token rotation, never refu
   testing::FakeApiServer api;
   publish::Publisher pub{policy::MeshConfig{},
                          publish::PublisherOptions{std::chrono::microseconds(500), 20ms, 256}};
-  k8s::ClusterConfig c;
-  c.server = api.url();
-  auto config = k8s::parse_server(c);
-  REQUIRE(config.ok());
   server::ServerOptions o;
   o.listen = "127.0.0.1:0";
   o.threads = 2;
@@ -73,8 +68,7 @@ TEST_CASE("agents keep their tables through churn and token rotation, never refu
   // it is the steady state rather than the caches filling toward their bound.
   auth::ReviewerOptions ro;
   ro.capacity = static_cast<std::size_t>(2 * agents);
-  o.access = std::make_shared<server::Access>(std::make_shared<auth::Reviewer>(
-      [config = *config] { return k8s::make_transport(config, nullptr); }, ro));
+  o.access = testing::access_for(api, ro);
   server::Server server(o, pub);
   pub.start();
   REQUIRE(server.start().ok());

@@ -10,6 +10,7 @@
 #include <tuple>
 #include <vector>
 
+#include "support/access.h"
 #include "support/certs.h"
 #include "support/child.h"
 #include "support/conn.h"
@@ -17,8 +18,6 @@
 #include "support/fake_apiserver.h"
 #include "support/fixtures.h"
 #include "support/run.h"
-#include "tollgate/k8s/config.h"
-#include "tollgate/k8s/transport.h"
 #include "tollgate/publish/publisher.h"
 #include "tollgate/server/server.h"
 
@@ -40,17 +39,6 @@ index::PodObject pod(const std::string& name, const std::string& sa, const std::
   auto p = testing::mk_pod("default", name, {{"app", sa}}, ip, sa);
   p.uid = uid;
   return p;
-}
-
-std::shared_ptr<server::Access> access_for(testing::FakeApiServer& api,
-                                           auth::ReviewerOptions ro = {}) {
-  k8s::ClusterConfig c;
-  c.server = api.url();
-  auto config = k8s::parse_server(c);
-  REQUIRE(config.ok());
-  auto reviewer = std::make_shared<auth::Reviewer>(
-      [config = *config] { return k8s::make_transport(config, nullptr); }, ro);
-  return std::make_shared<server::Access>(std::move(reviewer));
 }
 
 // The controller's service with access control, over a cluster of three pods in default:
@@ -109,7 +97,7 @@ struct Guarded {
   server::ServerOptions with_access(server::ServerOptions o, const auth::ReviewerOptions& ro) {
     o.listen = "127.0.0.1:0";
     o.threads = 2;
-    if (!o.access) o.access = access_for(api, ro);
+    if (!o.access) o.access = testing::access_for(api, ro);
     return o;
   }
 
