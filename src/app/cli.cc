@@ -18,6 +18,32 @@ void add_max_manifest_bytes(CLI::App& cmd, std::uint64_t& value) {
       ->check(CLI::PositiveNumber);
 }
 
+// `run`'s status writing and leader election (docs/operations.md).
+void add_leadership(CLI::App& rn, RunOptions& run) {
+  rn.add_option("--write-status", run.write_status,
+                "write conditions and Events on AuthorizationPolicies (with a cluster)")
+      ->capture_default_str();
+  rn.add_option("--leader-elect", run.leader_elect,
+                "only the holder of a Lease writes; false: this replica always writes")
+      ->capture_default_str();
+  rn.add_option("--lease-name", run.lease_name, "the Lease's name")->capture_default_str();
+  rn.add_option("--lease-namespace", run.lease_namespace,
+                "the Lease's namespace (default: $POD_NAMESPACE, else tollgate-system)");
+  rn.add_option("--identity", run.identity,
+                "this replica's name in the Lease (default: $POD_NAME, else host-pid)");
+  rn.add_option("--lease-duration", run.lease_duration,
+                "seconds a candidate waits, by its own clock, for an unrenewed Lease")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 3600.0));
+  rn.add_option("--renew-deadline", run.renew_deadline,
+                "seconds the leader keeps writing without a successful renewal")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+  rn.add_option("--retry-period", run.retry_period, "seconds between Lease reads and renewals")
+      ->capture_default_str()
+      ->check(CLI::Range(0.05, 3600.0));
+}
+
 // `run`'s options.
 CLI::App* add_run(CLI::App& app, RunOptions& run) {
   auto* rn = app.add_subcommand("run", "Run the controller: watch a cluster or manifests");
@@ -56,7 +82,7 @@ CLI::App* add_run(CLI::App& app, RunOptions& run) {
   rn->add_option("--token-audience", run.audience,
                  "the audience agents' tokens must be minted for (--auth kubernetes)")
       ->capture_default_str();
-
+  add_leadership(*rn, run);
   return rn;
 }
 

@@ -8,8 +8,13 @@
 #include <optional>
 #include <ostream>
 
+#include <unistd.h>
+
+#include <cstdlib>
+
 #include "tollgate/app/cluster_source.h"
 #include "tollgate/app/commands.h"
+#include "tollgate/app/leadership.h"
 #include "tollgate/app/process.h"
 #include "tollgate/auth/reviewer.h"
 #include "tollgate/k8s/transport.h"
@@ -87,9 +92,49 @@ util::Result<std::shared_ptr<server::Access>> access_control(
   return std::make_shared<server::Access>(std::move(reviewer));
 }
 
+std::string env_or(const char* name, std::string fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::string(v) : std::move(fallback);
+}
+
+std::chrono::milliseconds millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0 + 0.5));
+}
+
+// --write-status and the election flags, checked as client-go checks them.
+util::Result<LeadershipOptions> leadership_options(const RunOptions& o,
+                                                   const policy::MeshConfig& mesh,
+                                                   util::ThreadFailures& failures) {
+  if (o.lease_duration <= o.renew_deadline) {
+    return util::make_error("--lease-duration must be greater than --renew-deadline");
+  }
+  if (o.renew_deadline <= 1.2 * o.retry_period) {
+    return util::make_error("--renew-deadline must be greater than 1.2 x --retry-period");
+  }
+  LeadershipOptions lo;
+  lo.leader_elect = o.leader_elect;
+  lo.failures = &failures;
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  lo.leader.election.identity =
+      !o.identity.empty()
+          ? o.identity
+          : env_or("POD_NAME", std::string(host) + "-" + std::to_string(::getpid()));
+  lo.leader.election.lease_duration = millis(o.lease_duration);
+  lo.leader.election.renew_deadline = millis(o.renew_deadline);
+  lo.leader.election.retry_period = millis(o.retry_period);
+  lo.leader.lease_name = o.lease_name;
+  lo.leader.lease_namespace =
+      !o.lease_namespace.empty() ? o.lease_namespace : env_or("POD_NAMESPACE", "tollgate-system");
+  lo.writer.mesh = mesh;
+  lo.writer.event_options.instance = lo.leader.election.identity;
+  return lo;
+}
+
 std::unique_ptr<server::Server> start_service(const RunOptions& o, publish::Publisher& publisher,
                                               const util::ThreadFailures& failures,
-                                              std::shared_ptr<server::Access> access) {
+                                              std::shared_ptr<server::Access> access,
+                                              const Leadership* leadership) {
   server::ServerOptions so;
   so.listen = o.listen;
   so.max_wait = std::chrono::seconds(o.max_wait_seconds);
@@ -100,6 +145,7 @@ std::unique_ptr<server::Server> start_service(const RunOptions& o, publish::Publ
   so.tls_client_ca_file = o.tls_client_ca;
   so.failures = &failures;
   so.access = std::move(access);
+  if (leadership != nullptr) so.extra_metrics = [leadership] { return leadership->metrics(); };
   auto service = std::make_unique<server::Server>(std::move(so), publisher);  // before start()
   auto started = service->start();
   if (!started.ok()) {
@@ -141,8 +187,11 @@ struct Sources {
 
 util::Status start_sources(const RunOptions& o, const std::optional<k8s::ClusterConfig>& cluster,
                            publish::Publisher& publisher, server::Server* service,
-                           util::ThreadFailures& failures, Sources& out) {
-  auto sink = [&publisher](index::Event e) { return publisher.submit(std::move(e)); };
+                           Leadership* leadership, util::ThreadFailures& failures, Sources& out) {
+  auto sink = [&publisher, leadership](index::Event e) {
+    if (leadership != nullptr) leadership->submit(e);
+    return publisher.submit(std::move(e));
+  };
   if (cluster) {
     ClusterSourceOptions copts;
     copts.failures = &failures;
@@ -211,21 +260,36 @@ int run_controller(const RunOptions& o) {
   popts.failures = &failures;
   publish::Publisher publisher(*mesh, popts);
   signals.wake_on_failure(failures, [&publisher] { publisher.wake_waiters(); });
+  std::unique_ptr<Leadership> leadership;
+  if (cluster && !o.once && o.write_status) {
+    auto lo = leadership_options(o, *mesh, failures);
+    if (!lo.ok()) {
+      std::cerr << "tollgate: " << lo.error().message << "\n";
+      return 2;
+    }
+    leadership = std::make_unique<Leadership>(*cluster, std::move(*lo));
+    if (auto s = leadership->start(); !s.ok()) {
+      std::cerr << "tollgate: " << s.error().message << "\n";
+      return 2;
+    }
+  }
   std::unique_ptr<server::Server> service;
   if (!o.once) {
-    service = start_service(o, publisher, failures, std::move(*access));
+    service = start_service(o, publisher, failures, std::move(*access), leadership.get());
     if (!service) return 2;
   }
   publisher.start();
   Sources sources;
-  auto started = start_sources(o, cluster, publisher, service.get(), failures, sources);
+  auto started =
+      start_sources(o, cluster, publisher, service.get(), leadership.get(), failures, sources);
   if (!started.ok()) {
     std::cerr << "tollgate: " << started.error().message << "\n";
     return o.once && !cluster ? 1 : 2;
   }
   if (o.once) return print_once(publisher, cluster.has_value(), sources.watch.get(), failures);
   signals.wait(failures);
-  if (service) service->shutdown();  // parked long-polls get 304
+  if (leadership) leadership->stop();  // demote, release the Lease: another replica takes over
+  if (service) service->shutdown();    // parked long-polls get 304
   if (sources.dir) sources.dir->stop();
   if (sources.watch) sources.watch->stop();
   publisher.stop();

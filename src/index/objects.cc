@@ -416,6 +416,23 @@ PolicyObject policy_object(const nlohmann::json& object) {
   PolicyObject p;
   p.policy = std::make_shared<const policy::Policy>(policy::parse_policy(object));
   p.fingerprint = policy::policy_fingerprint(object);
+  auto field = [](const nlohmann::json& o, const char* key) -> const nlohmann::json& {
+    static const nlohmann::json kNull;
+    if (!o.is_object()) return kNull;
+    auto it = o.find(key);
+    return it == o.end() ? kNull : *it;
+  };
+  const nlohmann::json& meta = field(object, "metadata");
+  auto m = std::make_shared<PolicyMeta>();
+  if (const auto& v = field(meta, "uid"); v.is_string()) m->uid = v.get<std::string>();
+  if (const auto& v = field(meta, "resourceVersion"); v.is_string()) {
+    m->resource_version = v.get<std::string>();
+  }
+  if (const auto& v = field(meta, "generation"); v.is_number_integer()) {
+    m->generation = v.get<std::int64_t>();
+  }
+  m->conditions = field(field(object, "status"), "conditions");
+  p.meta = std::move(m);
   return p;
 }
 

@@ -76,7 +76,8 @@ std::optional<LeaseRecord> Elector::next(const std::optional<LeaseRecord>& lease
   const std::string stamp = micro_time(wall);
   LeaseRecord mine;
   mine.holder = config_.identity;
-  mine.lease_duration_seconds = config_.lease_duration.count();
+  mine.lease_duration_seconds =
+      std::chrono::ceil<std::chrono::seconds>(config_.lease_duration).count();
   mine.renew_time = stamp;
   if (!lease) {
     mine.acquire_time = stamp;
@@ -90,9 +91,13 @@ std::optional<LeaseRecord> Elector::next(const std::optional<LeaseRecord>& lease
   }
   const bool held_by_other = !lease->holder.empty() && lease->holder != config_.identity;
   const auto duration =
-      std::chrono::seconds(lease->lease_duration_seconds > 0 ? lease->lease_duration_seconds
-                                                             : config_.lease_duration.count());
-  if (held_by_other && now < observed_at_ + duration) return std::nullopt;
+      lease->lease_duration_seconds > 0
+          ? std::chrono::milliseconds(std::chrono::seconds(lease->lease_duration_seconds))
+          : config_.lease_duration;
+  if (held_by_other && now < observed_at_ + duration) {
+    expires_at_ = observed_at_ + duration;
+    return std::nullopt;
+  }
   if (lease->holder == config_.identity) {
     mine.acquire_time = lease->acquire_time;
     mine.transitions = lease->transitions;

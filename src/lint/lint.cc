@@ -264,7 +264,42 @@ struct Linter {
   }
 };
 
+// Does `d`'s selector pick every workload that `p`'s does? Both apply to sidecars (no
+// targetRefs); d's namespace is p's or the root namespace, and each of d's labels is one of
+// p's (an absent or empty selector picks every workload of the namespace).
+bool selects_all_of(const policy::Policy& d, const policy::Policy& p,
+                    const policy::MeshConfig& mesh) {
+  if (!d.target_refs.empty() || !p.target_refs.empty()) return false;
+  const bool root = d.namespace_ == mesh.root_namespace;
+  if (!root && d.namespace_ != p.namespace_) return false;
+  if (p.namespace_ == mesh.root_namespace && !root) return false;  // p reaches every namespace
+  if (!d.selector || d.selector->empty()) return true;
+  if (!p.selector) return false;
+  for (const auto& [k, v] : *d.selector) {
+    auto it = p.selector->find(k);
+    if (it == p.selector->end() || it->second != v) return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+std::optional<Finding> shadowed_by_deny(const policy::Policy& p,
+                                        std::span<const policy::Policy* const> policies,
+                                        const policy::MeshConfig& mesh) {
+  if (p.dry_run || p.action != Action::kAllow) return std::nullopt;
+  for (const policy::Policy* d : policies) {
+    const auto rule = Linter::deny_all_rule(*d);
+    if (!rule || !selects_all_of(*d, p, mesh)) continue;
+    return Finding{Sev::kError, "TG101", p.key(), "spec.rules",
+                   "ALLOW policy " + p.key() + " can never take effect: DENY policy " + d->key() +
+                       " " + rule_path(*rule) +
+                       " is an empty rule that matches every request and selects every workload "
+                       "this policy selects, and DENY is evaluated before ALLOW. Delete " +
+                       d->key() + " or give its rule conditions"};
+  }
+  return std::nullopt;
+}
 
 std::vector<Finding> lint_policy(const policy::Policy& p, const Context& c) {
   Linter l{p, c, {}};

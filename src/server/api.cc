@@ -202,6 +202,7 @@ Routed Api::route(const HttpRequest& r, std::size_t connections,
       st.connections = connections;
       if (sources) st.sources = sources();
       if (options_.reviews) st.reviews = options_.reviews();
+      if (options_.extra_metrics) st.extra = options_.extra_metrics();
       out.response = json_response(200, metrics_.render(st));
       out.response.content_type = "text/plain; version=0.0.4; charset=utf-8";
     }

@@ -206,6 +206,7 @@ std::string Metrics::render(const MetricsState& state) {
   const prometheus::TextSerializer serializer;
   std::string out = serializer.Serialize(impl_->registry.Collect());
   if (state.reviews) render_reviews(*state.reviews, out);
+  out += state.extra;
   return out;
 }
 

@@ -42,7 +42,7 @@ http::ServerOptions http_options(const ServerOptions& o) {
 }
 
 ApiOptions api_options(const ServerOptions& o) {
-  ApiOptions a{o.max_wait, o.staleness, o.failures, {}};
+  ApiOptions a{o.max_wait, o.staleness, o.failures, {}, o.extra_metrics};
   if (o.access) a.reviews = [access = o.access.get()] { return access->stats(); };
   return a;
 }

@@ -58,7 +58,7 @@ index::Object tombstone(int kind, const std::string& key) {
       policy::Policy p;
       p.namespace_ = ns;
       p.name = name;
-      return index::PolicyObject{std::make_shared<const policy::Policy>(std::move(p)), ""};
+      return index::PolicyObject{std::make_shared<const policy::Policy>(std::move(p)), "", nullptr};
     }
     case index::Kind::kPod: {
       index::PodObject p;

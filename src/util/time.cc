@@ -30,6 +30,13 @@ std::string rfc3339(std::chrono::system_clock::time_point t) {
   return out;
 }
 
+std::string rfc3339_seconds(std::chrono::system_clock::time_point t) {
+  std::string out = rfc3339(t);  // "...:SS.mmmZ"
+  out.resize(out.size() - 5);
+  out += 'Z';
+  return out;
+}
+
 namespace {
 
 // `n` decimal digits at s[pos], or -1.

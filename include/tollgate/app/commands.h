@@ -53,6 +53,13 @@ struct RunOptions {
   // --manifests.
   std::string auth;
   std::string audience = "tollgate";  // the audience agents' tokens must be minted for
+  // Status and Events on each policy, written by the leader only (docs/operations.md).
+  bool write_status = true;
+  bool leader_elect = true;
+  std::string lease_name = "tollgate";
+  std::string lease_namespace;  // empty: $POD_NAMESPACE, else tollgate-system
+  std::string identity;         // empty: $POD_NAME, else host-pid
+  double lease_duration = 15, renew_deadline = 10, retry_period = 2;  // seconds
 };
 int run_controller(const RunOptions& o);
 

@@ -11,6 +11,8 @@
 #include <variant>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "tollgate/policy/model.h"
 #include "tollgate/policy/parse.h"
 #include "tollgate/util/result.h"
@@ -21,11 +23,19 @@ enum class Kind : std::uint8_t { kPolicy, kPod, kServiceAccount, kNamespace };
 inline constexpr int kKindCount = 4;
 const char* kind_name(Kind k);  // "AuthorizationPolicy", "Pod", ...
 
+// What the status writer needs of a policy object besides its meaning (null from a manifest).
+struct PolicyMeta {
+  std::string uid, resource_version;
+  std::int64_t generation = 0;
+  nlohmann::json conditions;  // status.conditions as read: every writer's; null when absent
+};
+
 struct PolicyObject {
   std::shared_ptr<const policy::Policy> policy;
   // What the policy means, as text (spec and dry-run annotation): an update that leaves it
   // unchanged (a relist, a label edit) recompiles nothing.
   std::string fingerprint;
+  std::shared_ptr<const PolicyMeta> meta;  // from the API server; the index ignores it
 };
 
 struct PodObject {

@@ -26,10 +26,10 @@ struct LeaseRecord {
 };
 
 struct ElectionConfig {
-  std::string identity;  // the pod name (downward API)
-  std::chrono::seconds lease_duration{15};
-  std::chrono::seconds renew_deadline{10};
-  std::chrono::seconds retry_period{2};
+  std::string identity;                             // the pod name (downward API)
+  std::chrono::milliseconds lease_duration{15000};  // written in whole seconds, rounded up
+  std::chrono::milliseconds renew_deadline{10000};
+  std::chrono::milliseconds retry_period{2000};
 };
 
 // A Lease object's spec, and its metadata.resourceVersion; errors name the field.
@@ -65,12 +65,16 @@ class Elector {
     return last_renew_ && now - *last_renew_ < config_.renew_deadline;
   }
   void lost() { last_renew_.reset(); }
+  // After next() answered nullopt: when another holder's lease expires by our clock (a
+  // candidate need not wait a whole retry period past it).
+  Steady::time_point expires_at() const { return expires_at_; }
   const ElectionConfig& config() const { return config_; }
 
  private:
   ElectionConfig config_;
   std::optional<LeaseRecord> observed_;
   Steady::time_point observed_at_{};
+  Steady::time_point expires_at_{};
   std::optional<Steady::time_point> last_renew_;
 };
 

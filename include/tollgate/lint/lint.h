@@ -4,6 +4,7 @@
 // thread-safe.
 #pragma once
 
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -26,6 +27,14 @@ struct Context {
 // The lint findings of `p` (not its validation findings, which p.findings holds), in code
 // order: TG101, TG102, TG109, TG107/TG108, then per rule TG103, TG105, TG104.
 std::vector<policy::Finding> lint_policy(const policy::Policy& p, const Context& c);
+
+// TG101 judged on selectors alone, whatever workloads exist: the finding when a deny-all DENY
+// policy among `policies` selects every workload the ALLOW policy `p` can select (so that it
+// can never take effect), else nullopt. The status writer's tollgate.dev/Effective: pod churn
+// must not change it.
+std::optional<policy::Finding> shadowed_by_deny(const policy::Policy& p,
+                                                std::span<const policy::Policy* const> policies,
+                                                const policy::MeshConfig& mesh);
 
 // Every policy's validation findings, then its lint findings, sorted by object.
 std::vector<policy::Finding> lint_all(const Context& c);

@@ -53,6 +53,7 @@ struct ApiOptions {
   std::chrono::seconds staleness{300};
   const util::ThreadFailures* failures = nullptr;  // a dead controller thread: /readyz 503
   std::function<auth::Reviewer::Stats()> reviews;  // --auth kubernetes: for /metrics
+  std::function<std::string()> extra_metrics;      // appended to /metrics; may be null
 };
 
 class Api {

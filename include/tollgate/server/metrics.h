@@ -43,6 +43,7 @@ struct MetricsState {
   std::size_t parked = 0, connections = 0;
   std::vector<SourceStats> sources;
   std::optional<auth::Reviewer::Stats> reviews;  // --auth kubernetes
+  std::string extra;                             // appended as it is
 };
 
 class Metrics {

@@ -43,6 +43,9 @@ struct ServerOptions {
   // How long a request may wait for its caller's reviews before 503 (a long-poll: at least
   // its own wait).
   std::chrono::seconds review_budget{15};
+  // More metrics in the text format, appended to /metrics (leader election, status writes).
+  // Called on an HTTP worker; must be thread-safe.
+  std::function<std::string()> extra_metrics;
 };
 
 struct ServerImpl;  // server.cc

@@ -23,6 +23,7 @@ inline constexpr std::size_t kMaxMessage = 1024;  // bytes of a condition's mess
 
 struct Condition {
   std::string type, status, reason, message;  // status: "True" | "False"
+  bool operator==(const Condition&) const = default;
 };
 
 // tollgate.dev/Accepted: True (Compiled) for a policy without errors, else False (Invalid,
