@@ -70,7 +70,7 @@ void Reconciler::apply(const index::Event& e) {
         }
       }
       for (auto it = policies_.begin(); it != policies_.end();) {
-        if (listed.count(it->first) == 0) {
+        if (!listed.contains(it->first)) {
           marked_.erase(it->first);
           it = policies_.erase(it);
           meaning_changed_ = true;
@@ -165,7 +165,7 @@ std::optional<Plan> Reconciler::plan(const std::string& key, std::string_view no
   p.api_version = api_version;
   p.resource_version = e.meta.resource_version;
   p.generation = e.meta.generation;
-  p.patch = status_patch(*merged, e.meta.resource_version);
+  p.patch = status_patch(*merged, e.meta.resource_version).dump();
   p.want = e.want;
   p.before = ours_in(e.meta.conditions);
   return p;

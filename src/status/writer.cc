@@ -144,7 +144,7 @@ StatusWriter::Done StatusWriter::write(const std::string& key) {
     call.method = "PATCH";
     call.target = plan->path;
     call.content_type = "application/merge-patch+json";
-    call.body = plan->patch.dump();
+    call.body = plan->patch;
     auto r = transport_->send(call);
     const int status = r.ok() ? r->status : 0;
     if (status == 200) {

@@ -57,7 +57,7 @@ const json kDenyAll = {{"selector", {{"matchLabels", {{"app", "backend"}}}}},
 
 // The object as the API server answers a /status patch: the patch's conditions applied.
 json written(json object, const status::Plan& plan, const std::string& rv) {
-  object["status"]["conditions"] = plan.patch["status"]["conditions"];
+  object["status"]["conditions"] = json::parse(plan.patch)["status"]["conditions"];
   object["metadata"]["resourceVersion"] = rv;
   return object;
 }
@@ -73,8 +73,8 @@ TEST_CASE("a new valid policy wants one write; once written, nothing more") {
   REQUIRE(plan);
   CHECK(plan->path ==
         "/apis/security.istio.io/v1/namespaces/default/authorizationpolicies/allow/status");
-  CHECK(plan->patch["metadata"]["resourceVersion"] == "10");
-  const json& conds = plan->patch["status"]["conditions"];
+  CHECK(json::parse(plan->patch)["metadata"]["resourceVersion"] == "10");
+  const json conds = json::parse(plan->patch)["status"]["conditions"];
   REQUIRE(conds.size() == 2);
   CHECK(conds[0]["type"] == "tollgate.dev/Accepted");
   CHECK(conds[0]["status"] == "True");
@@ -127,13 +127,13 @@ TEST_CASE("label edits, others' status edits and relists want no write; a spec e
   r.apply(upsert(edited));
   auto again = r.plan("default/allow", "2026-12-03T09:00:00Z");
   REQUIRE(again);
-  const json& conds = again->patch["status"]["conditions"];
+  const json conds = json::parse(again->patch)["status"]["conditions"];
   REQUIRE(conds.size() == 3);
   CHECK(conds[0] == istiod["status"]["conditions"][2]);
   CHECK(conds[1]["observedGeneration"] == 2);
   CHECK(conds[1]["lastTransitionTime"] == kNow);
-  CHECK_FALSE(again->patch["status"].contains("validationMessages"));
-  CHECK(again->patch["metadata"]["resourceVersion"] == "14");
+  CHECK_FALSE(json::parse(again->patch)["status"].contains("validationMessages"));
+  CHECK(json::parse(again->patch)["metadata"]["resourceVersion"] == "14");
 }
 
 TEST_CASE("a deny-all DENY policy makes the ALLOW policy it shadows not effective, and back") {
@@ -151,7 +151,7 @@ TEST_CASE("a deny-all DENY policy makes the ALLOW policy it shadows not effectiv
   CHECK(marked == std::vector<std::string>{"default/allow", "default/deny-all"});
   auto shadowed = r.plan("default/allow", "2026-12-03T09:00:00Z");
   REQUIRE(shadowed);
-  const json& c = shadowed->patch["status"]["conditions"][1];
+  const json c = json::parse(shadowed->patch)["status"]["conditions"][1];
   CHECK(c["type"] == "tollgate.dev/Effective");
   CHECK(c["status"] == "False");
   CHECK(c["reason"] == "ShadowedByDeny");
@@ -170,7 +170,7 @@ TEST_CASE("a deny-all DENY policy makes the ALLOW policy it shadows not effectiv
   r.apply(del);
   auto back = r.plan("default/allow", "2026-12-03T10:00:00Z");
   REQUIRE(back);
-  CHECK(back->patch["status"]["conditions"][1]["status"] == "True");
+  CHECK(json::parse(back->patch)["status"]["conditions"][1]["status"] == "True");
 }
 
 TEST_CASE("an invalid policy is not accepted; a replace forgets policies it does not list") {
@@ -178,7 +178,7 @@ TEST_CASE("an invalid policy is not accepted; a replace forgets policies it does
   r.apply(upsert(object_of("bad", {{"action", "MAYBE"}})));
   auto plan = r.plan("default/bad", kNow);
   REQUIRE(plan);
-  const json& c = plan->patch["status"]["conditions"][0];
+  const json c = json::parse(plan->patch)["status"]["conditions"][0];
   CHECK(c["status"] == "False");
   CHECK(c["reason"] == "Invalid");
   CHECK(c["message"].get<std::string>().find("spec.action") != std::string::npos);
@@ -204,7 +204,7 @@ TEST_CASE("a recreated policy (another uid) is planned from its new object") {
   auto again = r.plan("default/allow", kNow);
   REQUIRE(again);
   CHECK(again->uid == "uid-allow-2");
-  CHECK(again->patch["metadata"]["resourceVersion"] == "5");
+  CHECK(json::parse(again->patch)["metadata"]["resourceVersion"] == "5");
 }
 
 TEST_CASE("shadowed_by_deny judges selectors, not pods") {

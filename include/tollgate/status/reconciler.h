@@ -29,7 +29,7 @@ struct Plan {
   std::string path;  // /apis/<group>/<version>/namespaces/<ns>/authorizationpolicies/<name>
   std::string uid, api_version, resource_version;
   std::int64_t generation = 0;
-  nlohmann::json patch;
+  std::string patch;  // the JSON merge patch, as sent
   std::vector<Condition> want;
   std::vector<Condition> before;  // our conditions on the object now (status and reason only)
 };
@@ -55,7 +55,7 @@ class Reconciler {
   std::optional<Plan> plan(const std::string& key, std::string_view now) const;
 
   std::size_t size() const { return policies_.size(); }
-  bool known(const std::string& key) const { return policies_.count(key) > 0; }
+  bool known(const std::string& key) const { return policies_.contains(key); }
 
  private:
   struct Entry {
