@@ -14,6 +14,6 @@ RUN bash /tmp/install-deps.sh --runtime && rm /tmp/install-deps.sh
 COPY --from=build /src/build/tollgate /usr/local/bin/tollgate
 USER 65532:65532
 ENTRYPOINT ["tollgate"]
-# In a pod: the in-cluster configuration (manifests/tollgate.yaml). Elsewhere, mount a
+# In a pod: the in-cluster configuration (manifests/deployment.yaml). Elsewhere, mount a
 # directory of manifests and run: run --manifests /path --listen 0.0.0.0:8080
 CMD ["run", "--listen", "0.0.0.0:8080"]

@@ -87,7 +87,8 @@ while IFS= read -r hit; do
   fi
 done < <(grep -rnoE --exclude-dir=.git --exclude-dir='build*' \
   'docs/[a-z0-9_-]+\.md(#[a-z0-9_-]+)?' \
-  README.md docs src include test bench scripts examples CMakeLists.txt Dockerfile 2>/dev/null)
+  README.md docs src include test bench scripts examples manifests crds CMakeLists.txt Dockerfile \
+  2>/dev/null)
 
 # Nothing outside the repository.
 while IFS= read -r hit; do
