@@ -34,9 +34,7 @@ std::string holder(const FakeApiServer& api) {
   return spec.is_object() ? spec.value("holderIdentity", "") : "";
 }
 
-bool exactly_one_leader(const Replica& a, const Replica& b) {
-  return a.leading() != b.leading();
-}
+bool exactly_one_leader(const Replica& a, const Replica& b) { return a.leading() != b.leading(); }
 
 TEST_CASE("two replicas: one leader, the follower only reads, both serve identical tables") {
   FakeApiServer api;
@@ -152,8 +150,8 @@ TEST_CASE("a deleted Lease: exactly one leader again") {
   int steady = 0;
   REQUIRE(testing::eventually(
       [&] {
-        const bool one = exactly_one_leader(a, b) &&
-                         holder(api) == (a.leading() ? a.identity() : b.identity());
+        const bool one =
+            exactly_one_leader(a, b) && holder(api) == (a.leading() ? a.identity() : b.identity());
         steady = one ? steady + 1 : 0;
         return steady >= 50;
       },

@@ -38,8 +38,9 @@ const json kIstiodCondition = {{"type", "ztunnel.istio.io/WaypointBound"},
                                {"message", "istiod's own words, kept as they are"},
                                {"lastTransitionTime", "2026-01-01T00:00:00Z"},
                                {"observedGeneration", 1}};
-const json kValidation = json::array(
-    {{{"documentationUrl", "https://istio.io/"}, {"level", "ERROR"}, {"type", {{"code", "IST0101"}}}}});
+const json kValidation = json::array({{{"documentationUrl", "https://istio.io/"},
+                                       {"level", "ERROR"},
+                                       {"type", {{"code", "IST0101"}}}}});
 
 json others_entries(const json& object) {
   json out = json::array();
@@ -84,16 +85,18 @@ TEST_CASE(
   sentinel(api, "sentinel-2");
 
   // 100 pod creates and deletes, selected by the policy.
-  for (int i = 0; i < 50; ++i) api.upsert(testing::kPods, testing::pod("backend-" + std::to_string(i)));
-  for (int i = 0; i < 50; ++i) api.remove(testing::kPods, "default", "backend-" + std::to_string(i));
+  for (int i = 0; i < 50; ++i)
+    api.upsert(testing::kPods, testing::pod("backend-" + std::to_string(i)));
+  for (int i = 0; i < 50; ++i)
+    api.remove(testing::kPods, "default", "backend-" + std::to_string(i));
   REQUIRE(testing::eventually(
       [&] { return a.metric("tollgate_watch_events_total{kind=\"Pod\"}").value_or(0) >= 100; },
       deadline(30s)));
   sentinel(api, "sentinel-3");
 
   // A forced relist: history compacted, the watch ended; it comes back with 410 and relists.
-  const double relists = a.metric("tollgate_watch_relists_total{kind=\"AuthorizationPolicy\"}")
-                             .value_or(0);
+  const double relists =
+      a.metric("tollgate_watch_relists_total{kind=\"AuthorizationPolicy\"}").value_or(0);
   api.compact();
   api.close_watches(kPolicies);
   REQUIRE(testing::eventually(
@@ -172,8 +175,9 @@ TEST_CASE("a peer that rewrites its own conditions every 2 s causes no ping-pong
         "round " + std::to_string(rounds));
 }
 
-TEST_CASE("a raced write gets 409, is retried and ends correct; a policy deleted mid-retry is "
-          "not written") {
+TEST_CASE(
+    "a raced write gets 409, is retried and ends correct; a policy deleted mid-retry is "
+    "not written") {
   FakeApiServer api;
   testing::add_cluster_collections(api);
   testing::TempDir d;
@@ -236,8 +240,9 @@ std::vector<json> events_for(const FakeApiServer& api, const std::string& name) 
   return out;
 }
 
-TEST_CASE("an invalid policy gets one Warning Event; a repeat bumps its count; followers emit "
-          "none") {
+TEST_CASE(
+    "an invalid policy gets one Warning Event; a repeat bumps its count; followers emit "
+    "none") {
   FakeApiServer api;
   testing::add_cluster_collections(api);
   testing::TempDir d;
@@ -374,9 +379,9 @@ TEST_CASE("every request the controller makes is one the shipped RBAC grants") {
     verbs.insert(u->verb + " " + u->resource);
   }
   // The run did what the integration covers: watch, status, Events, the Lease, a conflict.
-  for (const char* v : {"watch authorizationpolicies", "watch pods", "patch authorizationpolicies/status",
-                        "get authorizationpolicies", "create events", "create leases",
-                        "update leases", "get leases"}) {
+  for (const char* v : {"watch authorizationpolicies", "watch pods",
+                        "patch authorizationpolicies/status", "get authorizationpolicies",
+                        "create events", "create leases", "update leases", "get leases"}) {
     CHECK(verbs.count(v) == 1);
   }
 }

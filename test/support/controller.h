@@ -45,10 +45,11 @@ inline nlohmann::json allow_policy(const std::string& name, const std::string& a
            {{"selector", {{"matchLabels", {{"app", app}}}}},
             {"rules",
              nlohmann::json::array(
-                 {{{"from", nlohmann::json::array({{{"source",
-                                                     {{"principals",
-                                                       nlohmann::json::array(
-                                                           {"cluster.local/ns/default/sa/fe"})}}}}})}}})}}}};
+                 {{{"from",
+                    nlohmann::json::array(
+                        {{{"source",
+                           {{"principals", nlohmann::json::array(
+                                               {"cluster.local/ns/default/sa/fe"})}}}}})}}})}}}};
 }
 
 inline nlohmann::json pod(const std::string& name, const std::string& app = "backend") {
@@ -72,11 +73,12 @@ class Replica {
   bool start(const std::vector<std::string>& extra = {}, double lease = 3, double renew = 2,
              double retry = 0.5) {
     const auto kubeconfig = dir_.path() / (identity_ + ".kubeconfig");
-    write_file(kubeconfig, "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
-                           "clusters:\n- name: fake\n  cluster:\n    server: " +
-                               api_.url() + "\nusers:\n- name: me\n  user: {token: " + token() +
-                               "}\ncontexts:\n- name: fake\n  context: {cluster: fake, user: "
-                               "me}\n");
+    write_file(kubeconfig,
+               "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
+               "clusters:\n- name: fake\n  cluster:\n    server: " +
+                   api_.url() + "\nusers:\n- name: me\n  user: {token: " + token() +
+                   "}\ncontexts:\n- name: fake\n  context: {cluster: fake, user: "
+                   "me}\n");
     const auto port_file = dir_.path() / (identity_ + ".port");
     std::filesystem::remove(port_file);
     std::vector<std::string> args = {"run",
@@ -148,8 +150,8 @@ inline std::size_t status_writes(const FakeApiServer& api, const std::string& na
 }
 
 // Waits until `name` has had `n` status writes answered 200.
-inline bool wait_for_status_writes(const FakeApiServer& api, const std::string& name,
-                                   std::size_t n, std::chrono::seconds timeout) {
+inline bool wait_for_status_writes(const FakeApiServer& api, const std::string& name, std::size_t n,
+                                   std::chrono::seconds timeout) {
   return api.wait_for_writes(
       [&](const std::vector<FakeApiServer::Write>& all) {
         std::size_t ok = 0;
