@@ -11,8 +11,12 @@
 //   <prefix>/namespaces/<ns>/<resource>[/<name>[/status]], and <collection>/<name>[/status] for
 //   cluster-scoped resources (namespaces, nodes, persistentvolumes, cluster roles...);
 // - discovery for kubectl (/version, /api, /api/v1, /apis, /apis/<g>, /apis/<g>/<v>), built
-//   from the collections, in the legacy format (kubectl falls back from aggregated discovery);
-//   /openapi/v2 and /openapi/v3 answer 404, so `kubectl apply` needs --validate=false;
+//   from the collections, in the legacy format (kubectl falls back from aggregated discovery),
+//   and /openapi/v3 with only each kind's PATCH operation: it tells kubectl that the server
+//   validates fields (so `kubectl apply` needs no schema: no flag; fieldValidation is in fact
+//   ignored) and takes no strategic merge patch for it. /openapi/v2 answers 404. kubectl's
+//   typed commands for built-in kinds (`kubectl create namespace x`) send protobuf, which
+//   answers 415: use `kubectl apply -f` / `create -f`;
 // - bearer tokens, TLS, injected faults for reads and for writes, an outage (set_unavailable),
 //   a log of requests and of writes, and a hook to race a write (set_before_write).
 //
