@@ -29,6 +29,7 @@
 #include <boost/beast/http.hpp>
 
 #include "test/support/certs.h"
+#include "test/support/fake_apiserver_internal.h"
 #include "tollgate/util/base64.h"
 #include "tollgate/util/strings.h"
 
@@ -44,18 +45,15 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using Fault = FakeApiServer::Fault;
 using WatchList = FakeApiServer::WatchList;
-// Objects are keyed and sorted by (namespace, name), as the real server sorts by etcd key.
-using Key = std::pair<std::string, std::string>;
+using Write = FakeApiServer::Write;
+using fake::Collection;
+using fake::Event;
+using fake::Key;
+using fake::Selector;
+using fake::status_body;
+using fake::Text;
 
 // ---- protocol helpers --------------------------------------------------------------------
-
-json status_body(int code, const std::string& reason, const std::string& message) {
-  json status = {{"kind", "Status"},    {"apiVersion", "v1"}, {"metadata", json::object()},
-                 {"status", "Failure"}, {"message", message}, {"reason", reason},
-                 {"code", code}};
-  if (code == 429) status["details"] = {{"retryAfterSeconds", 1}};
-  return status;
-}
 
 std::optional<std::uint64_t> parse_rv(const std::string& s) {
   std::uint64_t v = 0;
@@ -104,39 +102,58 @@ bool applies(Fault fault, bool watch) {
     case Fault::kStall:
     case Fault::kErrorEvent410:
       return watch;
+    case Fault::kDropAfterWrite:
+      return false;
   }
   return false;
 }
 
-// Objects are stored as JSON text without kind and apiVersion (as a core list item is),
-// serialized once when they change: serving a list or a watch only copies bytes, as the real
-// server's watch cache does.
-using Text = std::shared_ptr<const std::string>;
+// The answer to a fault on a request, or nullopt for the faults that are not a status.
+std::optional<std::pair<int, json>> fault_status(Fault fault) {
+  switch (fault) {
+    case Fault::kHttp401:
+      return std::pair{401, status_body(401, "Unauthorized", "Unauthorized")};
+    case Fault::kHttp403:
+      return std::pair{403,
+                       status_body(403, "Forbidden", "forbidden: injected by the fake apiserver")};
+    case Fault::kHttp429:
+      return std::pair{
+          429, status_body(429, "TooManyRequests", "Too many requests, please try again later.")};
+    case Fault::kHttp500:
+      return std::pair{500, status_body(500, "InternalError",
+                                        "Internal error occurred: injected by the fake apiserver")};
+    case Fault::kHttp410:
+      return std::pair{410, status_body(410, "Expired", "too old resource version (injected)")};
+    default:
+      return std::nullopt;
+  }
+}
 
-struct Event {
-  std::uint64_t rv;
-  const char* type;  // ADDED, MODIFIED, DELETED
-  Key key;
-  Text text;
-};
-
-struct Collection {
-  std::string list_kind, kind, api_version;
-  std::string kind_prefix;  // {"kind":"...","apiVersion":"..."
-  bool items_carry_kind = false;
-  std::map<Key, Text> items;
-  std::vector<Event> history;  // every mutation, rv ascending; compaction is a watermark
-  std::deque<Fault> faults;
-  std::size_t open_watches = 0;
-  std::uint64_t bookmark_seq = 0;
-  std::uint64_t close_seq = 0;
-  std::uint64_t next_uid = 1;
-};
+// The status an outage answers, with kube-apiserver's reason for it.
+json unavailable_body(int code) {
+  switch (code) {
+    case 503:
+      return status_body(503, "ServiceUnavailable",
+                         "the server is currently unable to handle the request");
+    case 500:
+      return status_body(500, "InternalError",
+                         "Internal error occurred: the fake apiserver is down");
+    case 429:
+      return status_body(429, "TooManyRequests", "Too many requests, please try again later.");
+    case 504:
+      return status_body(504, "Timeout",
+                         "the server was unable to return a response in the time allotted");
+    default:
+      return status_body(code, "", "the fake apiserver is unavailable");
+  }
+}
 
 // What a request resolved to.
 struct Route {
   Collection* collection = nullptr;
   std::optional<std::string> ns;  // namespaced path
+  std::string name;               // an object's path: its name
+  std::string subresource;        // "status" for .../<name>/status
 };
 
 // What the connection does after a response.
@@ -214,6 +231,8 @@ class FakeApiServer::Impl {
                       const std::string& api_version, bool items_carry_kind) {
     std::lock_guard lock(mu_);
     Collection& c = collections_[path];
+    c.path = path;
+    fake::describe_path(c);
     c.list_kind = list_kind;
     c.kind = list_kind.size() > 4 && list_kind.ends_with("List")
                  ? list_kind.substr(0, list_kind.size() - 4)
@@ -235,18 +254,77 @@ class FakeApiServer::Impl {
       if (key.second.empty()) throw std::invalid_argument("fake apiserver: object has no name");
       auto it = c.items.find(key);
       const bool added = it == c.items.end();
+      Text prev = added ? nullptr : it->second;
+      const json stored = added ? json() : json::parse(*prev);
       if (!meta.contains("uid")) {
         meta["uid"] = added ? "fake-uid-" + c.kind + "-" + std::to_string(c.next_uid++)
-                            : json::parse(*it->second)["metadata"].value("uid", "");
+                            : stored["metadata"].value("uid", "");
       }
-      meta["resourceVersion"] = std::to_string(++rv_);
       object.erase("kind");
       object.erase("apiVersion");
-      auto text = std::make_shared<const std::string>(object.dump());
-      c.items[key] = text;
-      c.history.push_back(Event{rv_, added ? "ADDED" : "MODIFIED", key, std::move(text)});
+      if (c.status_subresource) fake::manage_generation(added ? nullptr : &stored, object);
+      object["metadata"]["resourceVersion"] = std::to_string(++rv_);
+      fake::record(c, rv_, added ? "ADDED" : "MODIFIED", key,
+                   std::make_shared<const std::string>(object.dump()), std::move(prev));
     }
     cv_.notify_all();
+  }
+
+  void set_status_subresource(const std::string& path, bool enabled) {
+    std::lock_guard lock(mu_);
+    collection(path).status_subresource = enabled;
+  }
+
+  json object(const std::string& path, const std::string& ns, const std::string& name) const {
+    std::lock_guard lock(mu_);
+    const Collection& c = collection(path);
+    auto it = c.items.find(Key{ns, name});
+    if (it == c.items.end()) return nullptr;
+    return json::parse(fake::with_kind(c, *it->second));
+  }
+
+  std::vector<Write> writes() const {
+    std::lock_guard lock(mu_);
+    return writes_;
+  }
+
+  bool wait_for_writes(const std::function<bool(const std::vector<Write>&)>& pred,
+                       double timeout_seconds) const {
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(timeout_seconds));
+    std::unique_lock lock(mu_);
+    for (;;) {
+      const std::uint64_t seen = writes_seq_;
+      std::vector<Write> copy = writes_;
+      lock.unlock();
+      if (pred(copy)) return true;
+      lock.lock();
+      if (!cv_.wait_until(lock, deadline, [&] { return writes_seq_ != seen; })) return false;
+    }
+  }
+
+  void set_before_write(std::function<void(const Write&)> hook) {
+    std::lock_guard lock(mu_);
+    before_write_ = std::move(hook);
+  }
+
+  void set_unavailable(int status) {
+    {
+      std::lock_guard lock(mu_);
+      unavailable_ = status;
+      if (status != 0) ++drop_seq_;
+    }
+    cv_.notify_all();
+  }
+
+  void inject_write(const std::string& path, Fault fault, int count) {
+    if (!fault_status(fault) && fault != Fault::kDropBeforeResponse &&
+        fault != Fault::kDropAfterWrite) {
+      throw std::invalid_argument("fake apiserver: not a write fault");
+    }
+    std::lock_guard lock(mu_);
+    Collection& c = collection(path);
+    for (int i = 0; i < count; ++i) c.write_faults.push_back(fault);
   }
 
   void remove(const std::string& path, const std::string& ns, const std::string& name) {
@@ -255,11 +333,11 @@ class FakeApiServer::Impl {
       Collection& c = collection(path);
       auto it = c.items.find(Key{ns, name});
       if (it == c.items.end()) return;
-      json object = json::parse(*it->second);
-      c.items.erase(it);
+      Text prev = it->second;
+      json object = json::parse(*prev);
       object["metadata"]["resourceVersion"] = std::to_string(++rv_);
-      c.history.push_back(
-          Event{rv_, "DELETED", Key{ns, name}, std::make_shared<const std::string>(object.dump())});
+      fake::record(c, rv_, "DELETED", Key{ns, name},
+                   std::make_shared<const std::string>(object.dump()), std::move(prev));
     }
     cv_.notify_all();
   }
@@ -367,14 +445,31 @@ class FakeApiServer::Impl {
   }
 
   // Requires mu_.
+  // A collection path, "<prefix>/namespaces/<ns>/<resource>[/<name>[/<subresource>]]" for a
+  // namespaced collection, or "<collection>/<name>[/<subresource>]" for a cluster-scoped one.
   Route route(const std::string& path) {
-    if (auto it = collections_.find(path); it != collections_.end()) return {&it->second, {}};
+    if (auto it = collections_.find(path); it != collections_.end())
+      return {&it->second, {}, "", ""};
     static const std::regex kNamespaced(
-        R"(^(/api/v1|/apis/[^/]+/[^/]+)/namespaces/([^/]+)/([^/]+)$)");
+        R"(^(/api/v1|/apis/[^/]+/[^/]+)/namespaces/([^/]+)/([^/]+)(?:/([^/]+)(?:/([^/]+))?)?$)");
     std::smatch m;
     if (std::regex_match(path, m, kNamespaced)) {
-      if (auto it = collections_.find(m[1].str() + "/" + m[3].str()); it != collections_.end()) {
-        return {&it->second, m[2].str()};
+      auto it = collections_.find(m[1].str() + "/" + m[3].str());
+      if (it != collections_.end() && it->second.namespaced) {
+        return {&it->second, m[2].str(), m[4].str(), m[5].str()};
+      }
+    }
+    // Cluster-scoped: strip one segment (the name) or two (name and subresource).
+    std::string rest = path;
+    std::vector<std::string> tail;
+    for (int i = 0; i < 2; ++i) {
+      const auto slash = rest.rfind('/');
+      if (slash == std::string::npos || slash == 0) break;
+      tail.insert(tail.begin(), rest.substr(slash + 1));
+      rest.resize(slash);
+      auto it = collections_.find(rest);
+      if (it != collections_.end() && !it->second.namespaced && !tail[0].empty()) {
+        return {&it->second, {}, tail[0], tail.size() > 1 ? tail[1] : ""};
       }
     }
     return {};
@@ -451,7 +546,7 @@ class FakeApiServer::Impl {
                   int status, std::string body) {
     http::response<http::string_body> res{static_cast<http::status>(status), req.version()};
     res.set(http::field::content_type, "application/json");
-    if (status == 429) res.set(http::field::retry_after, "1");
+    if (status == 429 || status == 503) res.set(http::field::retry_after, "1");
     res.keep_alive(req.keep_alive());
     res.body() = std::move(body);
     res.prepare_payload();
@@ -460,8 +555,15 @@ class FakeApiServer::Impl {
   }
 
   void set_status(std::size_t index, int status) {
-    std::lock_guard lock(mu_);
-    requests_[index].status = status;
+    {
+      std::lock_guard lock(mu_);
+      requests_[index].status = status;
+      if (auto it = write_of_request_.find(index); it != write_of_request_.end()) {
+        writes_[it->second].status = status;
+        ++writes_seq_;
+      }
+    }
+    cv_.notify_all();
   }
 
   template <class Stream>
@@ -479,21 +581,30 @@ class FakeApiServer::Impl {
     const std::string watch_param = param("watch");
     const bool watch = watch_param == "1" || watch_param == "true";
     const After after = req.keep_alive() ? After::kKeepAlive : After::kClose;
+    const bool get = req.method() == http::verb::get;
 
     std::size_t index = 0;
     std::optional<Fault> fault;
     Route r;
     bool authorized = true;
+    int unavailable = 0;
+    std::optional<json> discovered;
     {
       std::lock_guard lock(mu_);
       index = requests_.size();
       requests_.push_back(Request{std::string(req.method_string()), target,
                                   std::string(req[http::field::authorization]), 0});
+      if (!fake::is_discovery_path(path)) unavailable = unavailable_;
       authorized =
           bearer_token_.empty() || req[http::field::authorization] == "Bearer " + bearer_token_;
-      if (authorized) {
-        r = route(path);
-        if (r.collection != nullptr) {
+      r = route(path);
+      const auto m = req.method();
+      if (r.collection != nullptr && (m == http::verb::post || m == http::verb::put ||
+                                      m == http::verb::patch || m == http::verb::delete_)) {
+        log_write(index, req, r);
+      }
+      if (authorized && unavailable == 0) {
+        if (r.collection != nullptr && r.name.empty() && get) {
           auto& faults = r.collection->faults;
           auto it = std::find_if(faults.begin(), faults.end(),
                                  [&](Fault f) { return applies(f, watch); });
@@ -502,10 +613,15 @@ class FakeApiServer::Impl {
             faults.erase(it);
           }
         }
+        if (r.collection == nullptr && get) discovered = fake::discovery(collections_, path, port_);
       }
     }
     cv_.notify_all();
 
+    if (unavailable != 0) {
+      write_json(stream, req, index, unavailable, unavailable_body(unavailable));
+      return after;
+    }
     if (!authorized) {
       write_json(stream, req, index, 401, status_body(401, "Unauthorized", "Unauthorized"));
       return after;
@@ -517,21 +633,32 @@ class FakeApiServer::Impl {
         return after;
       }
     }
-    if (req.method() != http::verb::get) {
-      write_json(stream, req, index, 405,
-                 status_body(405, "MethodNotAllowed",
-                             "the fake apiserver only serves GET (list and watch)"));
+    if (discovered) {
+      write_json(stream, req, index, 200, *discovered);
       return after;
     }
-    if (r.collection == nullptr) {
+    if (r.collection == nullptr ||
+        (!r.subresource.empty() &&
+         (r.subresource != "status" || !r.collection->status_subresource))) {
       write_json(stream, req, index, 404,
                  status_body(404, "NotFound", "the server could not find the requested resource"));
       return after;
     }
-    if (!param("labelSelector").empty() || !param("fieldSelector").empty()) {
-      write_json(stream, req, index, 400,
-                 status_body(400, "BadRequest",
-                             "the fake apiserver does not implement label or field selectors"));
+    if (!r.name.empty()) return serve_object(stream, conn, req, index, r);
+    if (req.method() == http::verb::post && (r.ns || !r.collection->namespaced)) {
+      return serve_write(stream, conn, req, index, r);
+    }
+    if (!get) {
+      write_json(stream, req, index, 405,
+                 status_body(405, "MethodNotAllowed",
+                             "the server does not allow this method on the requested resource"));
+      return after;
+    }
+    std::string selector_error;
+    const auto selector =
+        Selector::parse(param("fieldSelector"), param("labelSelector"), selector_error);
+    if (!selector) {
+      write_json(stream, req, index, 400, status_body(400, "BadRequest", selector_error));
       return after;
     }
     const WatchList mode = watch_list_mode();
@@ -546,41 +673,121 @@ class FakeApiServer::Impl {
       return after;
     }
     if (fault) {
-      switch (*fault) {
-        case Fault::kHttp401:
-          write_json(stream, req, index, 401, status_body(401, "Unauthorized", "Unauthorized"));
-          return after;
-        case Fault::kHttp403:
-          write_json(stream, req, index, 403,
-                     status_body(403, "Forbidden", "forbidden: injected by the fake apiserver"));
-          return after;
-        case Fault::kHttp429:
-          write_json(
-              stream, req, index, 429,
-              status_body(429, "TooManyRequests", "Too many requests, please try again later."));
-          return after;
-        case Fault::kHttp500:
-          write_json(stream, req, index, 500,
-                     status_body(500, "InternalError",
-                                 "Internal error occurred: injected by the fake apiserver"));
-          return after;
-        case Fault::kHttp410:
-          write_json(stream, req, index, 410,
-                     status_body(410, "Expired", "too old resource version (injected)"));
-          return after;
-        case Fault::kDropBeforeResponse:
-          ::shutdown(conn.fd, SHUT_RDWR);
-          return After::kClose;
-        default:
-          break;  // watch faults, handled by the watch
+      if (auto answer = fault_status(*fault)) {
+        write_json(stream, req, index, answer->first, answer->second);
+        return after;
       }
+      if (*fault == Fault::kDropBeforeResponse) {
+        ::shutdown(conn.fd, SHUT_RDWR);
+        return After::kClose;
+      }
+      // The others are watch faults, handled by the watch.
     }
     if (watch) {
       // An old server (kIgnore) serves a plain watch whatever sendInitialEvents says.
       const bool initial_events = mode == WatchList::kServe && param("sendInitialEvents") == "true";
-      return serve_watch(stream, conn, req, index, r, param, fault, initial_events);
+      return serve_watch(stream, conn, req, index, r, param, fault, initial_events, *selector);
     }
-    return serve_list(stream, req, index, r, param);
+    return serve_list(stream, req, index, r, param, *selector);
+  }
+
+  // GET, PUT, PATCH or DELETE of one object (or its status).
+  template <class Stream>
+  After serve_object(Stream& stream, Connection& conn, const http::request<http::string_body>& req,
+                     std::size_t index, const Route& r) {
+    const After after = req.keep_alive() ? After::kKeepAlive : After::kClose;
+    const Collection& c = *r.collection;
+    switch (req.method()) {
+      case http::verb::get: {
+        std::string body;
+        {
+          std::lock_guard lock(mu_);
+          auto it = c.items.find(Key{r.ns.value_or(""), r.name});
+          if (it != c.items.end()) body = fake::with_kind(c, *it->second);
+        }
+        if (body.empty()) {
+          write_json(stream, req, index, 404, fake::not_found(c, r.name));
+        } else {
+          write_body(stream, req, index, 200, std::move(body));
+        }
+        return after;
+      }
+      case http::verb::put:
+      case http::verb::patch:
+        return serve_write(stream, conn, req, index, r);
+      case http::verb::delete_:
+        if (r.subresource.empty()) return serve_write(stream, conn, req, index, r);
+        [[fallthrough]];
+      default:
+        write_json(stream, req, index, 405,
+                   status_body(405, "MethodNotAllowed",
+                               "the server does not allow this method on the requested resource"));
+        return after;
+    }
+  }
+
+  // A write: logged, faulted, hooked, then applied under the lock.
+  template <class Stream>
+  After serve_write(Stream& stream, Connection& conn, const http::request<http::string_body>& req,
+                    std::size_t index, const Route& r) {
+    const After after = req.keep_alive() ? After::kKeepAlive : After::kClose;
+    Collection& c = *r.collection;
+    const fake::WriteOp op{std::string(req.method_string()),
+                           r.ns.value_or(""),
+                           r.name,
+                           r.subresource,
+                           std::string(req[http::field::content_type]),
+                           req.body()};
+    std::size_t w = 0;
+    Write logged;
+    std::optional<Fault> fault;
+    std::function<void(const Write&)> hook;
+    {
+      std::lock_guard lock(mu_);
+      w = write_of_request_.at(index);
+      logged = writes_[w];
+      if (!c.write_faults.empty()) {
+        fault = c.write_faults.front();
+        c.write_faults.pop_front();
+      }
+      hook = before_write_;
+    }
+    cv_.notify_all();
+    if (fault) {
+      if (auto answer = fault_status(*fault)) {
+        write_json(stream, req, index, answer->first, answer->second);
+        return after;
+      }
+      if (*fault == Fault::kDropBeforeResponse) {
+        ::shutdown(conn.fd, SHUT_RDWR);
+        return After::kClose;
+      }
+    }
+    if (hook) hook(logged);
+    fake::WriteResult result;
+    {
+      std::lock_guard lock(mu_);
+      result = fake::apply_write(c, rv_, op);
+      writes_[w].name = result.name;
+      ++writes_seq_;
+    }
+    cv_.notify_all();
+    if (fault == Fault::kDropAfterWrite) {
+      ::shutdown(conn.fd, SHUT_RDWR);
+      return After::kClose;
+    }
+    write_json(stream, req, index, result.status, result.body);
+    return after;
+  }
+
+  // Requires mu_. A write request (POST, PUT, PATCH, DELETE to a collection or an object) goes into
+  // the write log as it arrives; set_status() fills in its answer.
+  void log_write(std::size_t index, const http::request<http::string_body>& req, const Route& r) {
+    write_of_request_[index] = writes_.size();
+    writes_.push_back(Write{std::string(req.method_string()), r.collection->path, r.ns.value_or(""),
+                            r.name, r.subresource, std::string(req[http::field::content_type]),
+                            req.body(), 0, std::string(req[http::field::authorization])});
+    ++writes_seq_;
   }
 
   WatchList watch_list_mode() const {
@@ -692,7 +899,7 @@ class FakeApiServer::Impl {
 
   // Requires mu_. One page of the list as of start.rv, at most `cap` items (0: all).
   std::string list_page(const Collection& c, const Route& r, const ListStart& start,
-                        std::uint64_t cap) const {
+                        std::uint64_t cap, const Selector& selector) const {
     // Later pages are served as of the first page's resourceVersion; while nothing changed
     // since, that is the current state (no need to replay history).
     std::map<Key, const std::string*> replayed;
@@ -703,6 +910,7 @@ class FakeApiServer::Impl {
     std::optional<Key> last;
     auto take = [&](const Key& key, const std::string& text) {
       if (r.ns && key.first != *r.ns) return;
+      if (!selector.matches_text(text)) return;
       if (cap > 0 && taken >= cap) {
         ++remaining;
         return;
@@ -724,7 +932,8 @@ class FakeApiServer::Impl {
                     {"rv", start.rv},
                     {"start", json::array({last->first, last->second})}};
       meta["continue"] = util::encode_base64(token.dump());
-      meta["remainingItemCount"] = remaining;
+      // As kube-apiserver: no count when a selector makes it unknowable without a full scan.
+      if (selector.empty()) meta["remainingItemCount"] = remaining;
     }
     return "{\"kind\":" + json(c.list_kind).dump() +
            ",\"apiVersion\":" + json(c.api_version).dump() + ",\"metadata\":" + meta.dump() +
@@ -733,7 +942,7 @@ class FakeApiServer::Impl {
 
   template <class Stream, class Param>
   After serve_list(Stream& stream, const http::request<http::string_body>& req, std::size_t index,
-                   const Route& r, const Param& param) {
+                   const Route& r, const Param& param, const Selector& selector) {
     const After after = req.keep_alive() ? After::kKeepAlive : After::kClose;
     std::uint64_t limit = 0;
     if (const std::string limit_s = param("limit"); !limit_s.empty()) {
@@ -752,7 +961,7 @@ class FakeApiServer::Impl {
       if (start.status == 200) {
         std::uint64_t cap = limit;
         if (max_page_ > 0 && (cap == 0 || cap > max_page_)) cap = max_page_;
-        body = list_page(*r.collection, r, start, cap);
+        body = list_page(*r.collection, r, start, cap, selector);
       }
     }
     if (start.status != 200) {
@@ -783,14 +992,32 @@ class FakeApiServer::Impl {
            "\n";
   }
 
-  // Requires mu_. Events of the collection after `after`, filtered by namespace.
+  // Requires mu_. Events of the collection after `after`, filtered by namespace and selector.
+  // With a selector, as kube-apiserver's watch cache: an object that starts matching is ADDED,
+  // one that stops matching is DELETED (its last matching state at the event's
+  // resourceVersion).
   void pending(const Collection& c, const std::optional<std::string>& ns, std::uint64_t after,
-               std::string& out) const {
+               const Selector& selector, std::string& out) const {
     auto it = std::upper_bound(c.history.begin(), c.history.end(), after,
                                [](std::uint64_t rv, const Event& e) { return rv < e.rv; });
     for (; it != c.history.end(); ++it) {
       if (ns && it->key.first != *ns) continue;
-      out += event_line(c, it->type, *it->text);
+      if (selector.empty()) {
+        out += event_line(c, it->type, *it->text);
+        continue;
+      }
+      const bool now = selector.matches_text(*it->text);
+      const bool before = std::string_view(it->type) == "MODIFIED" && it->prev != nullptr &&
+                          selector.matches_text(*it->prev);
+      if (now) {
+        out +=
+            event_line(c, (before || std::string_view(it->type) != "MODIFIED") ? it->type : "ADDED",
+                       *it->text);
+      } else if (before) {
+        json last = json::parse(*it->prev);
+        last["metadata"]["resourceVersion"] = std::to_string(it->rv);
+        out += event_line(c, "DELETED", last.dump());
+      }
     }
   }
 
@@ -802,7 +1029,7 @@ class FakeApiServer::Impl {
   template <class Stream, class Param>
   After serve_watch(Stream& stream, Connection& conn, const http::request<http::string_body>& req,
                     std::size_t index, const Route& r, const Param& param,
-                    std::optional<Fault> fault, bool initial_events) {
+                    std::optional<Fault> fault, bool initial_events, const Selector& selector) {
     const std::string rv_param = param("resourceVersion");
     const bool bookmarks = param("allowWatchBookmarks") == "true";
     std::optional<Clock::time_point> deadline;
@@ -823,7 +1050,7 @@ class FakeApiServer::Impl {
     std::vector<Text> initial;  // the state as synthetic ADDED events, written in chunks
     std::string first;          // what the watch sends after them, before waiting
     bool expired = false;
-    std::uint64_t cursor = 0, bookmark_seq = 0, close_seq = 0;
+    std::uint64_t cursor = 0, bookmark_seq = 0, close_seq = 0, drop_seq = 0;
     double stall_seconds = 0;
     {
       std::lock_guard lock(mu_);
@@ -841,14 +1068,16 @@ class FakeApiServer::Impl {
         // Synthetic ADDED events for the current state, as the real server does for "" and "0".
         for (const auto& [key, text] : c.items) {
           if (r.ns && key.first != *r.ns) continue;
+          if (!selector.matches_text(*text)) continue;
           initial.push_back(text);
         }
         if (initial_events && bookmarks) first += bookmark_line(c, true);
         cursor = rv_;
       } else {
-        pending(c, r.ns, *start_rv, first);
+        pending(c, r.ns, *start_rv, selector, first);
         cursor = rv_;
       }
+      drop_seq = drop_seq_;
       if (!expired) {
         ++c.open_watches;
         bookmark_seq = c.bookmark_seq;
@@ -914,7 +1143,8 @@ class FakeApiServer::Impl {
         std::unique_lock lock(mu_);
         const auto ready = [&] {
           return stopping_ || (!c.history.empty() && c.history.back().rv > cursor) ||
-                 c.bookmark_seq != bookmark_seq || c.close_seq != close_seq;
+                 c.bookmark_seq != bookmark_seq || c.close_seq != close_seq ||
+                 drop_seq_ != drop_seq;
         };
         bool woke = true;
         if (deadline) {
@@ -922,12 +1152,12 @@ class FakeApiServer::Impl {
         } else {
           cv_.wait(lock, ready);
         }
-        if (stopping_) {
+        if (stopping_ || drop_seq_ != drop_seq) {
           lock.unlock();
           ::shutdown(conn.fd, SHUT_RDWR);
           return After::kClose;
         }
-        pending(c, r.ns, cursor, out);
+        pending(c, r.ns, cursor, selector, out);
         cursor = rv_;
         if (c.bookmark_seq != bookmark_seq) {
           bookmark_seq = c.bookmark_seq;
@@ -955,6 +1185,12 @@ class FakeApiServer::Impl {
   std::size_t max_page_ = 0;
   WatchList watch_list_ = WatchList::kServe;
   std::vector<Request> requests_;
+  std::vector<Write> writes_;
+  std::map<std::size_t, std::size_t> write_of_request_;  // requests_ index -> writes_ index
+  std::uint64_t writes_seq_ = 0;                         // bumped when writes_ changes
+  std::function<void(const Write&)> before_write_;
+  int unavailable_ = 0;
+  std::uint64_t drop_seq_ = 0;  // bumped to drop every open watch
 
   // Immutable after construction:
   const bool tls_;
@@ -1017,5 +1253,24 @@ bool FakeApiServer::wait_for_watches(const std::string& path, std::size_t n,
 std::vector<FakeApiServer::Request> FakeApiServer::requests() const { return impl_->requests(); }
 void FakeApiServer::set_max_page(std::size_t n) { impl_->set_max_page(n); }
 void FakeApiServer::set_watch_list(WatchList mode) { impl_->set_watch_list(mode); }
+void FakeApiServer::set_status_subresource(const std::string& path, bool enabled) {
+  impl_->set_status_subresource(path, enabled);
+}
+nlohmann::json FakeApiServer::object(const std::string& path, const std::string& ns,
+                                     const std::string& name) const {
+  return impl_->object(path, ns, name);
+}
+void FakeApiServer::inject_write(const std::string& path, Fault fault, int count) {
+  impl_->inject_write(path, fault, count);
+}
+std::vector<FakeApiServer::Write> FakeApiServer::writes() const { return impl_->writes(); }
+bool FakeApiServer::wait_for_writes(std::function<bool(const std::vector<Write>&)> pred,
+                                    double timeout_seconds) const {
+  return impl_->wait_for_writes(pred, timeout_seconds);
+}
+void FakeApiServer::set_before_write(std::function<void(const Write&)> hook) {
+  impl_->set_before_write(std::move(hook));
+}
+void FakeApiServer::set_unavailable(int status) { impl_->set_unavailable(status); }
 
 }  // namespace tollgate::testing
