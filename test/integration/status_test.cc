@@ -254,6 +254,9 @@ TEST_CASE(
   bad["spec"]["action"] = "MAYBE";
   api.upsert(kPolicies, bad);
   REQUIRE(testing::wait_for_status_writes(api, "bad", 1, deadline(30s)));
+  // The Event follows the status write; a sentinel's write comes after both.
+  REQUIRE(testing::eventually([&] { return !events_for(api, "bad").empty(); }, deadline(30s)));
+  sentinel(api, "sentinel-1");
   auto events = events_for(api, "bad");
   REQUIRE(events.size() == 1);
   const json& e = events[0];
@@ -269,10 +272,14 @@ TEST_CASE(
   CHECK(testing::conditions_of(api, "bad")["tollgate.dev/Accepted"]["status"] == "False");
 
   // Fixed: a Normal event. Broken the same way again: the Warning's count goes to 2.
-  json fixed = testing::allow_policy("bad");
-  api.upsert(kPolicies, fixed);
+  // (Spec edits, as kubectl apply makes them: the status stays.)
+  json edited = api.object(kPolicies, "default", "bad");
+  edited["spec"] = testing::allow_policy("bad")["spec"];
+  api.upsert(kPolicies, edited);
   REQUIRE(testing::wait_for_status_writes(api, "bad", 2, deadline(30s)));
-  api.upsert(kPolicies, bad);
+  edited = api.object(kPolicies, "default", "bad");
+  edited["spec"] = bad["spec"];
+  api.upsert(kPolicies, edited);
   REQUIRE(testing::wait_for_status_writes(api, "bad", 3, deadline(30s)));
   REQUIRE(testing::eventually(
       [&] {
