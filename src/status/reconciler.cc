@@ -59,7 +59,10 @@ void Reconciler::apply(const index::Event& e) {
       }
       break;
     case index::Event::Type::kDelete:
-      for (const auto& o : e.objects) forget(index::object_key(o));
+      for (const auto& o : e.objects) {
+        gone_.erase(index::object_key(o));
+        forget(index::object_key(o));
+      }
       break;
     case index::Event::Type::kReplace: {
       std::set<std::string> listed;
@@ -69,6 +72,7 @@ void Reconciler::apply(const index::Event& e) {
           upsert(*p);
         }
       }
+      std::erase_if(gone_, [&](const auto& kv) { return !listed.contains(kv.first); });
       for (auto it = policies_.begin(); it != policies_.end();) {
         if (!listed.contains(it->first)) {
           marked_.erase(it->first);
@@ -89,6 +93,10 @@ void Reconciler::apply(const index::Event& e) {
 void Reconciler::upsert(const index::PolicyObject& p) {
   if (!p.policy || !p.meta) return;
   const std::string key = p.policy->key();
+  if (auto g = gone_.find(key); g != gone_.end()) {
+    if (g->second == p.meta->uid) return;  // read before it went
+    gone_.erase(g);                        // created again
+  }
   auto it = policies_.find(key);
   if (it != policies_.end()) {
     Entry& e = it->second;
@@ -113,6 +121,11 @@ void Reconciler::observed(const std::string& key, const json& object) {
   if (policy_key(object) != key) return;
   upsert(index::policy_object(object));
   if (meaning_changed_) recompute();
+}
+
+void Reconciler::gone(const std::string& key) {
+  if (auto it = policies_.find(key); it != policies_.end()) gone_[key] = it->second.meta.uid;
+  forget(key);
 }
 
 void Reconciler::forget(const std::string& key) {

@@ -115,7 +115,7 @@ StatusWriter::Done StatusWriter::reread(const std::string& key, const std::strin
     return Done::kLater;  // plan again at once
   }
   if (r.ok() && r->status == 404) {
-    reconciler_.forget(key);
+    reconciler_.gone(key);
     ++stats_.not_found;
     return Done::kYes;
   }
@@ -162,7 +162,7 @@ StatusWriter::Done StatusWriter::write(const std::string& key) {
     }
     if (status == 404) {
       ++stats_.not_found;
-      reconciler_.forget(key);
+      reconciler_.gone(key);
       return Done::kYes;
     }
     if (status == 422 || status == 400) {

@@ -255,3 +255,30 @@ spec: {action: DENY, rules: [{}]}
   CHECK(shadowed(2));
   CHECK(shadowed(3));
 }
+
+TEST_CASE("after a 404, the object's stale watch events are ignored until its deletion") {
+  status::Reconciler r({});
+  const json p = object_of("doomed", kAllow, 1, "30");
+  r.apply(upsert(p));
+  r.gone("default/doomed");
+  CHECK_FALSE(r.known("default/doomed"));
+  json stale = p;
+  stale["metadata"]["labels"] = {{"touched", "yes"}};
+  stale["metadata"]["resourceVersion"] = "31";
+  r.apply(upsert(stale));  // read before it went: nothing to write
+  CHECK_FALSE(r.plan("default/doomed", kNow));
+  index::Event del;
+  del.kind = index::Kind::kPolicy;
+  del.type = index::Event::Type::kDelete;
+  del.objects.emplace_back(index::policy_object(stale));
+  r.apply(del);
+  // Created again (another uid): planned as a new object.
+  json recreated = object_of("doomed", kAllow, 1, "40");
+  recreated["metadata"]["uid"] = "uid-doomed-2";
+  r.apply(upsert(recreated));
+  CHECK(r.plan("default/doomed", kNow));
+  r.gone("default/doomed");
+  recreated["metadata"]["uid"] = "uid-doomed-3";  // and again, its deletion not seen yet
+  r.apply(upsert(recreated));
+  CHECK(r.plan("default/doomed", kNow));
+}

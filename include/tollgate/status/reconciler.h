@@ -44,7 +44,10 @@ class Reconciler {
   // The object as the API server answered a write or a read of `key` (a whole
   // AuthorizationPolicy). Ignored when older than what is known (resourceVersion).
   void observed(const std::string& key, const nlohmann::json& object);
-  // The object is gone (a 404).
+  // The API server answered 404 for `key`: forgotten, and the watch events about that object
+  // still on their way (it was read before it went) are ignored until its deletion arrives.
+  void gone(const std::string& key);
+  // Forgets `key` (a deletion).
   void forget(const std::string& key);
   // Every known policy is to be looked at again (on becoming the leader).
   void mark_all();
@@ -70,6 +73,7 @@ class Reconciler {
   policy::MeshConfig mesh_;
   std::map<std::string, Entry> policies_;
   std::set<std::string> marked_;
+  std::map<std::string, std::string> gone_;  // key -> uid of an object answered 404
   bool meaning_changed_ = false;
 };
 
