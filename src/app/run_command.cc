@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 
 #include "tollgate/app/cluster_source.h"
@@ -98,7 +99,7 @@ std::string env_or(const char* name, std::string fallback) {
 }
 
 std::chrono::milliseconds millis(double seconds) {
-  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0 + 0.5));
+  return std::chrono::milliseconds(std::llround(seconds * 1000.0));
 }
 
 // --write-status and the election flags, checked as client-go checks them.

@@ -431,7 +431,9 @@ PolicyObject policy_object(const nlohmann::json& object) {
   if (const auto& v = field(meta, "generation"); v.is_number_integer()) {
     m->generation = v.get<std::int64_t>();
   }
-  m->conditions = field(field(object, "status"), "conditions");
+  if (const auto& c = field(field(object, "status"), "conditions"); !c.is_null()) {
+    m->conditions = c.dump();
+  }
   p.meta = std::move(m);
   return p;
 }

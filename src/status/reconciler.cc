@@ -40,6 +40,10 @@ std::vector<Condition> ours_in(const json& conditions) {
   return out;
 }
 
+json parsed(const std::string& text) {
+  return text.empty() ? json() : json::parse(text, nullptr, false);
+}
+
 }  // namespace
 
 std::string policy_key(const json& object) {
@@ -109,9 +113,10 @@ void Reconciler::upsert(const index::PolicyObject& p) {
     }
     e.policy = p.policy;
     e.fingerprint = p.fingerprint;
+    if (e.meta.conditions != p.meta->conditions) e.conditions = parsed(p.meta->conditions);
     e.meta = *p.meta;
   } else {
-    policies_.emplace(key, Entry{p.policy, p.fingerprint, *p.meta, {}});
+    policies_.emplace(key, Entry{p.policy, p.fingerprint, *p.meta, parsed(p.meta->conditions), {}});
     meaning_changed_ = true;
   }
   marked_.insert(key);
@@ -166,7 +171,7 @@ std::optional<Plan> Reconciler::plan(const std::string& key, std::string_view no
   auto it = policies_.find(key);
   if (it == policies_.end()) return std::nullopt;
   const Entry& e = it->second;
-  auto merged = merge_conditions(e.meta.conditions, e.want, e.meta.generation, now);
+  auto merged = merge_conditions(e.conditions, e.want, e.meta.generation, now);
   if (!merged) return std::nullopt;
   Plan p;
   p.key = key;
@@ -180,7 +185,7 @@ std::optional<Plan> Reconciler::plan(const std::string& key, std::string_view no
   p.generation = e.meta.generation;
   p.patch = status_patch(*merged, e.meta.resource_version).dump();
   p.want = e.want;
-  p.before = ours_in(e.meta.conditions);
+  p.before = ours_in(e.conditions);
   return p;
 }
 

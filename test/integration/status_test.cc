@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "support/controller.h"
+#include "support/kubectl.h"
 
 namespace tollgate {
 namespace {
@@ -305,6 +306,74 @@ TEST_CASE(
   CHECK(b.stop() == 0);
 }
 
+TEST_CASE("kubectl shows what tollgate made of a policy: conditions, describe and events") {
+  if (!testing::kubectl_available()) {
+    WARN("kubectl is not installed: skipped");
+    return;
+  }
+  FakeApiServer api;
+  testing::add_cluster_collections(api);
+  testing::TempDir d;
+  Replica a(api, d, "tollgate-a");
+  REQUIRE(a.start());
+  std::filesystem::create_directories(d.path() / "kubectl");
+  const auto config = testing::write_kubeconfig(api, (d.path() / "kubectl").string());
+  // The seed article's mistake, applied as a user applies it: the ALLOW policy can never
+  // take effect; and a policy with an action Istio does not know.
+  const std::string manifests = R"(apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-all-backend, namespace: default}
+spec: {selector: {matchLabels: {app: backend}}, action: DENY, rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-frontend, namespace: default}
+spec:
+  selector: {matchLabels: {app: backend}}
+  rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/frontend]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: bad, namespace: default}
+spec: {action: MAYBE, rules: [{}]}
+)";
+  auto applied = testing::kubectl(config, {"apply", "--validate=false", "-f", "-"}, manifests);
+  INFO(applied.out << applied.err);
+  REQUIRE(applied.exit_code == 0);
+  for (const char* name : {"deny-all-backend", "allow-frontend", "bad"}) {
+    REQUIRE(testing::wait_for_status_writes(api, name, 1, deadline(30s)));
+  }
+  REQUIRE(testing::eventually(
+      [&] {
+        return events_for(api, "bad").size() == 1 && events_for(api, "allow-frontend").size() == 1;
+      },
+      deadline(30s)));
+
+  auto conditions = testing::kubectl(
+      config, {"get", "authorizationpolicy", "allow-frontend", "-o",
+               R"(jsonpath={range .status.conditions[*]}{.type}={.status}/{.reason}{"\n"}{end})"});
+  INFO(conditions.err);
+  CHECK(conditions.exit_code == 0);
+  CHECK(conditions.out ==
+        "tollgate.dev/Accepted=True/Compiled\ntollgate.dev/Effective=False/ShadowedByDeny\n");
+
+  auto described = testing::kubectl(config, {"describe", "authorizationpolicy", "bad"});
+  INFO(described.out << described.err);
+  CHECK(described.exit_code == 0);
+  CHECK_THAT(described.out, Catch::Contains("tollgate.dev/Accepted"));
+  CHECK_THAT(described.out, Catch::Contains("Warning  Invalid"));
+  CHECK_THAT(described.out, Catch::Contains("tollgate"));
+  CHECK_THAT(described.out, Catch::Contains("is not an action"));
+
+  auto events = testing::kubectl(config, {"events", "--for", "authorizationpolicy/allow-frontend"});
+  INFO(events.out << events.err);
+  CHECK(events.exit_code == 0);
+  CHECK_THAT(events.out, Catch::Contains("ShadowedByDeny"));
+  CHECK_THAT(events.out, Catch::Contains("Warning"));
+  CHECK_THAT(events.out, Catch::Contains("default/deny-all-backend"));
+  CHECK(a.stop() == 0);
+}
+
 // ---- every request the controller made is granted by the shipped RBAC ----
 
 struct Use {
@@ -374,6 +443,7 @@ TEST_CASE("every request the controller makes is one the shipped RBAC grants") {
   api.upsert(kPolicies, testing::allow_policy("raced"));
   REQUIRE(testing::wait_for_status_writes(api, "bad", 1, deadline(30s)));
   REQUIRE(testing::wait_for_status_writes(api, "raced", 1, deadline(30s)));
+  REQUIRE(testing::eventually([&] { return !events_for(api, "bad").empty(); }, deadline(30s)));
   CHECK(a.stop() == 0);  // releases the Lease: an update
   const auto granted = granted_uses();
   std::set<std::string> verbs;
@@ -389,6 +459,7 @@ TEST_CASE("every request the controller makes is one the shipped RBAC grants") {
   for (const char* v : {"watch authorizationpolicies", "watch pods",
                         "patch authorizationpolicies/status", "get authorizationpolicies",
                         "create events", "create leases", "update leases", "get leases"}) {
+    INFO(v);
     CHECK(verbs.count(v) == 1);
   }
 }

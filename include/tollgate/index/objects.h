@@ -27,7 +27,7 @@ const char* kind_name(Kind k);  // "AuthorizationPolicy", "Pod", ...
 struct PolicyMeta {
   std::string uid, resource_version;
   std::int64_t generation = 0;
-  nlohmann::json conditions;  // status.conditions as read: every writer's; null when absent
+  std::string conditions;  // status.conditions as read (every writer's), JSON; "" when absent
 };
 
 struct PolicyObject {

@@ -65,6 +65,7 @@ class Reconciler {
     std::shared_ptr<const policy::Policy> policy;
     std::string fingerprint;
     index::PolicyMeta meta;
+    nlohmann::json conditions;  // meta.conditions, parsed
     std::vector<Condition> want;
   };
   void upsert(const index::PolicyObject& p);
