@@ -172,7 +172,9 @@ class FakeApiServer::Impl {
       auto it = c.items.find(key);
       const bool added = it == c.items.end();
       Text prev = added ? nullptr : it->second;
-      const json stored = added ? json() : json::parse(*prev);
+      // The stored object is parsed only when needed: upserts of big collections stay cheap.
+      json stored;
+      if (!added && (!meta.contains("uid") || c.status_subresource)) stored = json::parse(*prev);
       if (!meta.contains("uid")) {
         meta["uid"] = added ? "fake-uid-" + c.kind + "-" + std::to_string(c.next_uid++)
                             : stored["metadata"].value("uid", "");
