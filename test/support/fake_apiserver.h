@@ -39,6 +39,10 @@
 //   generation and resourceVersion are the server's: a client's values are ignored. 404 when
 //   the object is absent (no create on update). The fieldValidation, dryRun and fieldManager
 //   parameters are ignored.
+// - Bodies are JSON (YAML and protobuf answer 415). A kind or apiVersion in the object must be
+//   the collection's, the name the URL's, and a create sets no resourceVersion (400 each).
+//   A namespaced collection takes creates at <prefix>/namespaces/<ns>/<resource> only (405 at
+//   its all-namespaces path).
 // - DELETE answers 200 with the object as deleted (at its new resourceVersion); the body's
 //   DeleteOptions preconditions (uid, resourceVersion) are checked (409). Finalizers and
 //   graceful deletion are not modelled: the object goes at once.

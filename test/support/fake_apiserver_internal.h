@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -69,6 +70,22 @@ std::string with_kind(const Collection& c, const std::string& text);
 // Requires the server's lock. Records a mutation: history, items (erased for DELETED).
 void record(Collection& c, std::uint64_t rv, const char* type, const Key& key, Text text,
             Text prev);
+
+// ---- Protocol helpers (fake_protocol.cc) ----
+
+std::optional<std::uint64_t> parse_rv(const std::string& s);
+// The query's parameters, percent-decoded ('+' is a space); a malformed escape is kept.
+std::map<std::string, std::string> parse_query(std::string_view q);
+// Whether a read fault applies to a list (watch false) or a watch.
+bool applies(Fault fault, bool watch);
+// The status and Status body that answer an HTTP status fault; nullopt for the other faults.
+std::optional<std::pair<int, json>> fault_status(Fault fault);
+// The Status body of an outage (set_unavailable) answering `code`.
+json unavailable_body(int code);
+// The field errors kube-apiserver's ValidateListOptions finds in sendInitialEvents and
+// resourceVersionMatch; none from a server that knows neither (kIgnore).
+std::vector<std::string> option_errors(bool watch, bool send_initial_events,
+                                       const std::string& match, FakeApiServer::WatchList mode);
 
 // ---- Writes (fake_writes.cc) ----
 
