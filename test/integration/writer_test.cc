@@ -81,6 +81,40 @@ TEST_CASE("429, 500 and a dropped answer are retried with backoff until the writ
              Catch::Contains("tollgate_status_writes_total{result=\"error\"} 2"));
 }
 
+TEST_CASE("a 422 is counted and not retried until the object changes") {
+  FakeApiServer api;
+  testing::add_cluster_collections(api);
+  api.upsert(kPolicies, testing::allow_policy("allow"));
+  api.upsert(kPolicies, testing::allow_policy("sentinel"));
+  api.inject_write(kPolicies, FakeApiServer::Fault::kHttp422);
+  RunningWriter w(api);
+  w.writer->set_leading(true);
+  w.writer->submit(seen(api, "allow"));
+  w.writer->submit(seen(api, "sentinel"));  // written after "allow" (key order)
+  REQUIRE(testing::wait_for_status_writes(api, "sentinel", 1, deadline(30s)));
+  REQUIRE(testing::eventually([&] { return w.writer->stats().invalid == 1; }, deadline(30s)));
+  auto writes = testing::status_writes(api.writes(), "allow");
+  REQUIRE(writes.size() == 1);
+  CHECK(writes[0].status == 422);
+  // The same object again (a relist): still not retried. A change to it: written.
+  w.writer->submit(seen(api, "allow"));
+  json edited = api.object(kPolicies, "default", "sentinel");
+  edited["spec"]["selector"]["matchLabels"]["app"] = "other";
+  api.upsert(kPolicies, edited);
+  w.writer->submit(seen(api, "sentinel"));
+  REQUIRE(testing::wait_for_status_writes(api, "sentinel", 2, deadline(30s)));
+  CHECK(testing::status_writes(api, "allow") == 1);
+  json o = api.object(kPolicies, "default", "allow");
+  o["metadata"]["labels"] = {{"fixed", "yes"}};
+  api.upsert(kPolicies, o);
+  w.writer->submit(seen(api, "allow"));
+  REQUIRE(testing::wait_for_status_writes(api, "allow", 1, deadline(30s)));
+  writes = testing::status_writes(api.writes(), "allow");
+  REQUIRE(writes.size() == 2);
+  CHECK(writes[1].status == 200);
+  CHECK(w.writer->stats().invalid == 1);
+}
+
 TEST_CASE("a follower writes nothing; on becoming leader it writes what changed meanwhile") {
   FakeApiServer api;
   testing::add_cluster_collections(api);

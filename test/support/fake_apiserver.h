@@ -138,6 +138,7 @@ class FakeApiServer {
     kStall,               // watch: headers, nothing for stall_seconds, then close
     kErrorEvent410,       // watch: one ERROR event with a 410 Expired Status, then end
     kDropAfterWrite,      // write (inject_write only): applied, then the socket closes unanswered
+    kHttp422,             // write (inject_write only): 422 Invalid, not applied
   };
   // Queued per collection; each request takes the first queued fault that applies to it (HTTP
   // status and drop faults apply to lists and watches, the others to watches only).

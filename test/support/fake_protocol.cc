@@ -54,7 +54,8 @@ bool applies(Fault fault, bool watch) {
     case Fault::kStall:
     case Fault::kErrorEvent410:
       return watch;
-    case Fault::kDropAfterWrite:
+    case Fault::kDropAfterWrite:  // writes only (inject_write)
+    case Fault::kHttp422:
       return false;
   }
   return false;
@@ -76,6 +77,10 @@ std::optional<std::pair<int, json>> fault_status(Fault fault) {
                                         "Internal error occurred: injected by the fake apiserver")};
     case Fault::kHttp410:
       return std::pair{410, status_body(410, "Expired", "too old resource version (injected)")};
+    case Fault::kHttp422:
+      return std::pair{422, status_body(422, "Invalid",
+                                        "AuthorizationPolicy.security.istio.io is invalid: "
+                                        "status.conditions: Invalid value (injected)")};
     default:
       return std::nullopt;
   }
