@@ -77,8 +77,13 @@ LeaderLoop::Step LeaderLoop::attempt() {
   Step step = Step::kWait;
   if (!lease.ok()) {
     ++failures_;
-    util::log_warn("the Lease could not be read", {{"error", lease.error().message}});
+    // Said once per outage, not every retry period; tollgate_lease_failures_total counts.
+    if (!read_failing_)
+      util::log_warn("the Lease could not be read", {{"error", lease.error().message}});
+    read_failing_ = true;
   } else {
+    if (read_failing_) util::log_info("the Lease can be read again", {});
+    read_failing_ = false;
     const std::optional<ReadLease>& current = *lease;
     if (current && !current->record.holder.empty() &&
         current->record.holder != options_.election.identity) {

@@ -58,6 +58,7 @@ class LeaderLoop {
   Elector elector_;
   std::atomic<bool> stopping_{false}, leading_{false};
   std::atomic<std::uint64_t> transitions_{0}, failures_{0};
+  bool read_failing_ = false;  // the loop's: the last read failed (logged once per outage)
   std::mutex mu_;
   std::condition_variable cv_;
 };
