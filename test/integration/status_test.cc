@@ -142,7 +142,11 @@ TEST_CASE(
 
 TEST_CASE("a peer that rewrites its own conditions every 2 s causes no ping-pong") {
   const char* env = std::getenv("TOLLGATE_PINGPONG_SECONDS");
-  const auto duration = std::chrono::seconds(env != nullptr ? std::atoi(env) : 60);
+  // 60 s as the issue asks in the Release build; the sanitizer builds run the same code for a
+  // third of it (CI's time).
+  const auto duration = std::chrono::seconds(env != nullptr             ? std::atoi(env)
+                                             : testing::kTimeScale == 1 ? 60
+                                                                        : 20);
   FakeApiServer api;
   testing::add_cluster_collections(api);
   testing::TempDir d;
