@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <optional>
@@ -171,6 +172,15 @@ inline std::map<std::string, nlohmann::json> conditions_of(const FakeApiServer& 
     out[c.value("type", "")] = c;
   }
   return out;
+}
+
+// How long a timed scenario runs: $`name` seconds when set, else `release` in the Release
+// build and `sanitized` under the sanitizers (the same code, for less of CI's time).
+inline std::chrono::seconds scenario_seconds(const char* name, int release, int sanitized) {
+  const char* env = std::getenv(name);
+  return std::chrono::seconds(env != nullptr    ? std::atoi(env)
+                              : kTimeScale == 1 ? release
+                                                : sanitized);
 }
 
 // The Lease's spec, or null.
