@@ -17,14 +17,6 @@ constexpr const char* kTokenReviews = "/apis/authentication.k8s.io/v1/tokenrevie
 constexpr const char* kAccessReviews = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
 constexpr std::size_t kMaxReviewBytes = std::size_t{1} << 20;
 
-std::string api_error(const k8s::ApiResponse& r) {
-  const json j = json::parse(r.body, nullptr, false);
-  std::string msg = j.is_object() && j.contains("message") && j["message"].is_string()
-                        ? j["message"].get<std::string>()
-                        : std::string();
-  return "the API server answered " + std::to_string(r.status) + (msg.empty() ? "" : ": " + msg);
-}
-
 std::string access_key(const Identity& who, const std::string& ns) {
   std::string key = who.username + '\n' + ns;
   for (const auto& g : who.groups) key += '\n' + g;
@@ -145,7 +137,7 @@ TokenVerdict Reviewer::do_token_review(const std::string& token, const std::stri
     return v;
   }
   if (r->status != 200 && r->status != 201) {
-    v.reason = "the API server cannot review the token now: " + api_error(*r);
+    v.reason = "the API server cannot review the token now: " + k8s::api_error(*r);
     return v;
   }
   const json review = json::parse(r->body, nullptr, false);
@@ -251,8 +243,7 @@ AccessVerdict Reviewer::may_list_policies(const Identity& who, const std::string
   if (!r.ok() || (r->status != 200 && r->status != 201)) {
     std::lock_guard lock(mu_);
     ++stats_.failures;
-    v.reason =
-        "the API server cannot review access now: " + (r.ok() ? api_error(*r) : r.error().message);
+    v.reason = "the API server cannot review access now: " + k8s::describe(r);
     return v;
   }
   const json answer = json::parse(r->body, nullptr, false);

@@ -54,9 +54,9 @@ bool LeaderLoop::write(const LeaseRecord& record, const std::string& resource_ve
   if (r.ok() && (r->status == 200 || r->status == 201)) return true;
   ++failures_;
   if (!r.ok() || r->status != 409) {  // a 409 is another candidate's write: no news
-    util::log_warn("the Lease could not be written",
-                   {{"lease", options_.lease_namespace + "/" + options_.lease_name},
-                    {"error", r.ok() ? "HTTP " + std::to_string(r->status) : r.error().message}});
+    util::log_warn(
+        "the Lease could not be written",
+        {{"lease", options_.lease_namespace + "/" + options_.lease_name}, {"error", describe(r)}});
   }
   return false;
 }

@@ -52,16 +52,9 @@ std::string shorten(std::string_view s, std::size_t n = 200) {
 }
 
 // The message of a Kubernetes Status body, or the start of the body.
-std::string status_message(const std::string& body) {
-  od::parser parser;
-  std::string buf;
-  try {
-    od::document doc = parser.iterate(util::pad(buf, body));
-    std::string_view msg;
-    if (!doc["message"].get_string().get(msg)) return std::string(msg);
-  } catch (const simdjson::simdjson_error&) {
-  }
-  return shorten(body);
+std::string error_text(const std::string& body) {
+  std::string msg = status_message(body);
+  return msg.empty() ? shorten(body) : msg;
 }
 
 // What one watch line says: its type, its object's text, and what the watcher needs of the
@@ -288,7 +281,7 @@ void Watcher::run() {
 
 Watcher::Outcome Watcher::classify(const ApiResponse& r, const std::string& what) {
   stats_.errors++;
-  const std::string msg = status_message(r.body);
+  const std::string msg = error_text(r.body);
   const std::string code = std::to_string(r.status);
   if (r.status == 401 || r.status == 403) {
     util::log_error(r.status == 401 ? "the API server rejected our credentials (401 Unauthorized)"
@@ -458,7 +451,7 @@ Watcher::Outcome Watcher::stream_list() {
                          "events); listing in pages from now on",
                    {{"kind", options_.kind},
                     {"status", std::to_string(s.response.status)},
-                    {"message", refused ? status_message(s.response.body) : std::string()}});
+                    {"message", refused ? error_text(s.response.body) : std::string()}});
     streaming_ = false;
     return Outcome::kAgain;
   }

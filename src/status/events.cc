@@ -97,7 +97,7 @@ EventRecorder::Outcome EventRecorder::create(const std::string& key, const Invol
   util::log_warn("an Event could not be created",
                  {{"policy", object.namespace_ + "/" + object.name},
                   {"reason", std::string(reason)},
-                  {"error", r.ok() ? "HTTP " + std::to_string(r->status) : r.error().message}});
+                  {"error", k8s::describe(r)}});
   return Outcome::kFailed;
 }
 
@@ -132,8 +132,7 @@ EventRecorder::Outcome EventRecorder::record(const InvolvedObject& object, std::
   if (r.ok() && r->status == 404) return create(key, object, type, reason, message, now);
   ++stats_.failed;
   util::log_warn("an Event's count could not be bumped",
-                 {{"event", k.name},
-                  {"error", r.ok() ? "HTTP " + std::to_string(r->status) : r.error().message}});
+                 {{"event", k.name}, {"error", k8s::describe(r)}});
   return Outcome::kFailed;
 }
 

@@ -12,16 +12,6 @@ namespace {
 using nlohmann::json;
 using Steady = std::chrono::steady_clock;
 
-std::string describe(const util::Result<k8s::ApiResponse>& r) {
-  if (!r.ok()) return r.error().message;
-  std::string out = "HTTP " + std::to_string(r->status);
-  const json body = json::parse(r->body, nullptr, false);
-  if (body.is_object() && body.contains("message") && body["message"].is_string()) {
-    out += ": " + body["message"].get<std::string>();
-  }
-  return out;
-}
-
 }  // namespace
 
 StatusWriter::StatusWriter(WriterOptions options, std::unique_ptr<k8s::Transport> transport)
@@ -121,7 +111,7 @@ StatusWriter::Done StatusWriter::reread(const std::string& key, const std::strin
   }
   ++stats_.error;
   util::log_warn("a policy could not be read after a conflict",
-                 {{"policy", key}, {"error", describe(r)}});
+                 {{"policy", key}, {"error", k8s::describe(r)}});
   back_off(r.ok() ? &*r : nullptr);
   return Done::kLater;
 }
@@ -169,12 +159,12 @@ StatusWriter::Done StatusWriter::write(const std::string& key) {
       ++stats_.invalid;
       rejected_[key] = plan->resource_version;
       util::log_warn("the API server refused a policy's status",
-                     {{"policy", key}, {"error", describe(r)}});
+                     {{"policy", key}, {"error", k8s::describe(r)}});
       return Done::kYes;
     }
     ++stats_.error;
     util::log_warn("a policy's status could not be written",
-                   {{"policy", key}, {"error", describe(r)}});
+                   {{"policy", key}, {"error", k8s::describe(r)}});
     back_off(r.ok() ? &*r : nullptr);
     return Done::kLater;
   }

@@ -30,6 +30,14 @@ struct ApiResponse {
   }
 };
 
+// The message of a Kubernetes Status body; empty when the body is not one.
+std::string status_message(std::string_view body);
+// "the API server answered <status>[: <the Status message>]".
+std::string api_error(const ApiResponse& r);
+// A failed call as logs and reasons say it: api_error() for an answer, else the transport's
+// error.
+std::string describe(const util::Result<ApiResponse>& r);
+
 // Request header fields to send besides Host, User-Agent, Accept and Authorization.
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
