@@ -35,12 +35,6 @@ bool valid_name(const std::string& s) {
   return true;
 }
 
-std::string env_or(const std::string& value, const char* var) {
-  if (!value.empty()) return value;
-  const char* v = std::getenv(var);  // NOLINT(concurrency-mt-unsafe): before any thread
-  return v != nullptr ? std::string(v) : std::string();
-}
-
 util::Result<k8s::ClusterConfig> controller_config(const AgentOptions& o) {
   k8s::ClusterConfig c;
   c.server = o.controller;
@@ -58,8 +52,8 @@ util::Result<k8s::ClusterConfig> controller_config(const AgentOptions& o) {
 
 // The pod, from the flags or the downward API's environment.
 util::Status resolve_pod(AgentOptions& o) {
-  o.namespace_ = env_or(o.namespace_, "POD_NAMESPACE");
-  o.pod = env_or(o.pod, "POD_NAME");
+  o.namespace_ = flag_or_env(o.namespace_, "POD_NAMESPACE");
+  o.pod = flag_or_env(o.pod, "POD_NAME");
   if (!valid_name(o.namespace_) || !valid_name(o.pod)) {
     return util::make_error(
         "the pod is not known: give --namespace and --pod, or set POD_NAMESPACE and POD_NAME "

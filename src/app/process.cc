@@ -1,9 +1,17 @@
 #include "tollgate/app/process.h"
 
+#include <cstdlib>
+
 #include "tollgate/util/file.h"
 #include "tollgate/util/log.h"
 
 namespace tollgate::app {
+
+std::string flag_or_env(const std::string& value, const char* var, std::string fallback) {
+  if (!value.empty()) return value;
+  const char* v = std::getenv(var);  // NOLINT(concurrency-mt-unsafe): before any thread
+  return v != nullptr && *v != '\0' ? std::string(v) : std::move(fallback);
+}
 
 ShutdownSignals::ShutdownSignals() : main_thread_(pthread_self()) {
   sigemptyset(&set_);

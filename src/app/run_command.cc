@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <cmath>
-#include <cstdlib>
 
 #include "tollgate/app/cluster_source.h"
 #include "tollgate/app/commands.h"
@@ -93,11 +92,6 @@ util::Result<std::shared_ptr<server::Access>> access_control(
   return std::make_shared<server::Access>(std::move(reviewer));
 }
 
-std::string env_or(const char* name, std::string fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::string(v) : std::move(fallback);
-}
-
 std::chrono::milliseconds millis(double seconds) {
   return std::chrono::milliseconds(std::llround(seconds * 1000.0));
 }
@@ -118,15 +112,12 @@ util::Result<LeadershipOptions> leadership_options(const RunOptions& o,
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
   lo.leader.election.identity =
-      !o.identity.empty()
-          ? o.identity
-          : env_or("POD_NAME", std::string(host) + "-" + std::to_string(::getpid()));
+      flag_or_env(o.identity, "POD_NAME", std::string(host) + "-" + std::to_string(::getpid()));
   lo.leader.election.lease_duration = millis(o.lease_duration);
   lo.leader.election.renew_deadline = millis(o.renew_deadline);
   lo.leader.election.retry_period = millis(o.retry_period);
   lo.leader.lease_name = o.lease_name;
-  lo.leader.lease_namespace =
-      !o.lease_namespace.empty() ? o.lease_namespace : env_or("POD_NAMESPACE", "tollgate-system");
+  lo.leader.lease_namespace = flag_or_env(o.lease_namespace, "POD_NAMESPACE", "tollgate-system");
   lo.writer.mesh = mesh;
   lo.writer.event_options.instance = lo.leader.election.identity;
   return lo;

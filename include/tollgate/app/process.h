@@ -32,6 +32,10 @@ class ShutdownSignals {
   pthread_t main_thread_;
 };
 
+// A flag's value when given, else the environment variable `var` (the downward API's
+// POD_NAME, POD_NAMESPACE) when set and not empty, else `fallback`. Call before threads start.
+std::string flag_or_env(const std::string& value, const char* var, std::string fallback = {});
+
 // Writes "<port>\n" to `path` atomically (readers never see a partial file); a failure is
 // logged, not fatal. Nothing when `path` is empty.
 void write_port_file(const std::string& path, int port);
