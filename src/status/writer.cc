@@ -76,22 +76,8 @@ void StatusWriter::record_events(const Plan& plan) {
     const bool warn = c.status == "False" && (prev == nullptr || !(*prev == c));
     const bool recovered = c.status == "True" && prev != nullptr && prev->status == "False";
     if (!warn && !recovered) continue;
-    const auto outcome = recorder_.record(object, warn ? "Warning" : "Normal", c.reason, c.message,
-                                          std::chrono::system_clock::now(), Steady::now());
-    switch (outcome) {
-      case EventRecorder::Outcome::kCreated:
-        ++stats_.events_created;
-        break;
-      case EventRecorder::Outcome::kPatched:
-        ++stats_.events_patched;
-        break;
-      case EventRecorder::Outcome::kLimited:
-        ++stats_.events_limited;
-        break;
-      case EventRecorder::Outcome::kFailed:
-        ++stats_.events_failed;
-        break;
-    }
+    recorder_.record(object, warn ? "Warning" : "Normal", c.reason, c.message,
+                     std::chrono::system_clock::now(), Steady::now());
   }
 }
 
@@ -207,30 +193,28 @@ void StatusWriter::run() {
 }
 
 std::string StatusWriter::metrics() const {
+  using Counter = std::pair<const char*, const std::atomic<std::uint64_t>*>;
+  // One counter family, a series per result.
+  auto family = [](std::string& out, const char* name, const char* help,
+                   std::initializer_list<Counter> results) {
+    util::append_metric_header(out, name, "counter", help);
+    for (const auto& [result, v] : results) {
+      out += std::string(name) + "{result=\"" + result + "\"} " + std::to_string(v->load()) + "\n";
+    }
+  };
   std::string out;
-  util::append_metric_header(out, "tollgate_status_writes_total", "counter",
-                             "Status writes to AuthorizationPolicies by result.");
-  const std::pair<const char*, const std::atomic<std::uint64_t>*> writes[] = {
-      {"ok", &stats_.ok},
-      {"conflict", &stats_.conflict},
-      {"not_found", &stats_.not_found},
-      {"invalid", &stats_.invalid},
-      {"error", &stats_.error}};
-  for (const auto& [name, v] : writes) {
-    out += "tollgate_status_writes_total{result=\"" + std::string(name) + "\"} " +
-           std::to_string(v->load()) + "\n";
-  }
-  util::append_metric_header(out, "tollgate_events_total", "counter",
-                             "Events about AuthorizationPolicies by result.");
-  const std::pair<const char*, const std::atomic<std::uint64_t>*> events[] = {
-      {"created", &stats_.events_created},
-      {"patched", &stats_.events_patched},
-      {"limited", &stats_.events_limited},
-      {"failed", &stats_.events_failed}};
-  for (const auto& [name, v] : events) {
-    out += "tollgate_events_total{result=\"" + std::string(name) + "\"} " +
-           std::to_string(v->load()) + "\n";
-  }
+  family(out, "tollgate_status_writes_total", "Status writes to AuthorizationPolicies by result.",
+         {{"ok", &stats_.ok},
+          {"conflict", &stats_.conflict},
+          {"not_found", &stats_.not_found},
+          {"invalid", &stats_.invalid},
+          {"error", &stats_.error}});
+  const EventRecorder::Stats& e = recorder_.stats();
+  family(out, "tollgate_events_total", "Events about AuthorizationPolicies by result.",
+         {{"created", &e.created},
+          {"patched", &e.patched},
+          {"limited", &e.limited},
+          {"failed", &e.failed}});
   return out;
 }
 

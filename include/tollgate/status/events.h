@@ -3,9 +3,10 @@
 // count and lastTimestamp instead of creating another object, and a token bucket per object
 // (burst 25, one more every 5 minutes) bounds how many reach the API server. Best effort: a
 // failed write is counted and logged, never retried. Not thread-safe: used by the status
-// writer's thread.
+// writer's thread; stats() from any.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -41,8 +42,8 @@ class EventRecorder {
                  std::string_view message, std::chrono::system_clock::time_point now,
                  std::chrono::steady_clock::time_point mono);
 
-  struct Stats {
-    std::uint64_t created = 0, patched = 0, limited = 0, failed = 0;
+  struct Stats {  // read from any thread
+    std::atomic<std::uint64_t> created{0}, patched{0}, limited{0}, failed{0};
   };
   const Stats& stats() const { return stats_; }
 

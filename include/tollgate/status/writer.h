@@ -36,8 +36,6 @@ struct WriterOptions {
 
 struct WriterStats {
   std::atomic<std::uint64_t> ok{0}, conflict{0}, not_found{0}, invalid{0}, error{0};
-  std::atomic<std::uint64_t> events_created{0}, events_patched{0}, events_limited{0},
-      events_failed{0};
 };
 
 class StatusWriter {
