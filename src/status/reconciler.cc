@@ -46,14 +46,6 @@ json parsed(const std::string& text) {
 
 }  // namespace
 
-std::string policy_key(const json& object) {
-  const json meta = object.is_object() ? object.value("metadata", json::object()) : json();
-  if (!meta.is_object()) return {};
-  const json ns = meta.value("namespace", json()), name = meta.value("name", json());
-  if (!ns.is_string() || !name.is_string()) return {};
-  return ns.get<std::string>() + "/" + name.get<std::string>();
-}
-
 void Reconciler::apply(const index::Event& e) {
   if (e.kind != index::Kind::kPolicy) return;
   switch (e.type) {
@@ -123,8 +115,10 @@ void Reconciler::upsert(const index::PolicyObject& p) {
 }
 
 void Reconciler::observed(const std::string& key, const json& object) {
-  if (policy_key(object) != key) return;
-  upsert(index::policy_object(object));
+  if (!object.is_object()) return;
+  const index::PolicyObject p = index::policy_object(object);
+  if (p.policy->key() != key) return;
+  upsert(p);
   if (meaning_changed_) recompute();
 }
 
@@ -182,7 +176,6 @@ std::optional<Plan> Reconciler::plan(const std::string& key, std::string_view no
   p.uid = e.meta.uid;
   p.api_version = api_version;
   p.resource_version = e.meta.resource_version;
-  p.generation = e.meta.generation;
   p.patch = status_patch(*merged, e.meta.resource_version).dump();
   p.want = e.want;
   p.before = ours_in(e.conditions);

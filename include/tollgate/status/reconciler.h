@@ -28,7 +28,6 @@ struct Plan {
   std::string key;   // "ns/name"
   std::string path;  // /apis/<group>/<version>/namespaces/<ns>/authorizationpolicies/<name>
   std::string uid, api_version, resource_version;
-  std::int64_t generation = 0;
   std::string patch;  // the JSON merge patch, as sent
   std::vector<Condition> want;
   std::vector<Condition> before;  // our conditions on the object now (status and reason only)
@@ -77,8 +76,5 @@ class Reconciler {
   std::map<std::string, std::string> gone_;  // key -> uid of an object answered 404
   bool meaning_changed_ = false;
 };
-
-// "ns/name".
-std::string policy_key(const nlohmann::json& object);
 
 }  // namespace tollgate::status
