@@ -591,17 +591,8 @@ class FakeApiServer::Impl {
       write_json(stream, req, index, 422, status_body(422, "Invalid", message));
       return after;
     }
-    if (fault) {
-      if (auto answer = fault_status(*fault)) {
-        write_json(stream, req, index, answer->first, answer->second);
-        return after;
-      }
-      if (*fault == Fault::kDropBeforeResponse) {
-        ::shutdown(conn.fd, SHUT_RDWR);
-        return After::kClose;
-      }
-      // The others are watch faults, handled by the watch.
-    }
+    // The others are watch faults, handled by the watch.
+    if (auto answered = answer_fault(stream, conn, req, index, fault)) return *answered;
     if (watch) {
       // An old server (kIgnore) serves a plain watch whatever sendInitialEvents says.
       const bool initial_events = mode == WatchList::kServe && param("sendInitialEvents") == "true";
@@ -645,6 +636,23 @@ class FakeApiServer::Impl {
     }
   }
 
+  // A status fault answered, or a drop; nullopt for no fault or one handled elsewhere.
+  template <class Stream>
+  std::optional<After> answer_fault(Stream& stream, Connection& conn,
+                                    const http::request<http::string_body>& req, std::size_t index,
+                                    std::optional<Fault> fault) {
+    if (!fault) return std::nullopt;
+    if (auto answer = fault_status(*fault)) {
+      write_json(stream, req, index, answer->first, answer->second);
+      return req.keep_alive() ? After::kKeepAlive : After::kClose;
+    }
+    if (*fault == Fault::kDropBeforeResponse) {
+      ::shutdown(conn.fd, SHUT_RDWR);
+      return After::kClose;
+    }
+    return std::nullopt;
+  }
+
   // A write: logged, faulted, hooked, then applied under the lock.
   template <class Stream>
   After serve_write(Stream& stream, Connection& conn, const http::request<http::string_body>& req,
@@ -672,16 +680,7 @@ class FakeApiServer::Impl {
       hook = before_write_;
     }
     cv_.notify_all();
-    if (fault) {
-      if (auto answer = fault_status(*fault)) {
-        write_json(stream, req, index, answer->first, answer->second);
-        return after;
-      }
-      if (*fault == Fault::kDropBeforeResponse) {
-        ::shutdown(conn.fd, SHUT_RDWR);
-        return After::kClose;
-      }
-    }
+    if (auto answered = answer_fault(stream, conn, req, index, fault)) return *answered;
     if (hook) hook(logged);
     fake::WriteResult result;
     {
